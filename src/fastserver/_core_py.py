@@ -1,0 +1,253 @@
+"""The pure-Python twin of the compiled core (``src/_core.pyx``).
+
+Same interface, same behaviour, built on :mod:`selectors`; used where the
+extension could not be built (no compiler, Windows) or when
+``FASTSERVER_NO_EXTENSIONS=1`` asks for it.  The test suite runs against
+both.  Keep the two in step: a change of behaviour here is a change there.
+"""
+import errno
+import os
+import select
+import selectors
+import socket
+from time import monotonic
+
+#: Requests handled per readiness before the loop waits again.
+DRAIN_BATCH = 64
+
+#: errno values of get_request() that mean "out of a resource, not the
+#: client's fault": the listener stays readable, so retrying at once would
+#: spin.  The loop pauses accepting instead, for BACKOFF_MIN doubling to
+#: BACKOFF_MAX seconds, until an accept succeeds.
+RESOURCE_ERRNOS = frozenset(
+    code
+    for code in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+)
+BACKOFF_MIN = 0.005
+BACKOFF_MAX = 0.1
+
+# What handle_request_noblock() tells the loop about the listener.
+HANDLED = 0  # a request was taken (or refused): keep draining
+BACK_OFF = 1  # out of fds or memory: pause accepting for a while
+LISTENER_CLOSED = 2  # the listening socket was closed under us: stop accepting
+
+_SELECTORS = {
+    "epoll": getattr(selectors, "EpollSelector", None),
+    "kqueue": getattr(selectors, "KqueueSelector", None),
+    "poll": getattr(selectors, "PollSelector", None),
+    "select": selectors.SelectSelector,
+}
+
+
+def native_backend():
+    """The best poller this platform has."""
+    for name in ("epoll", "kqueue", "poll", "select"):
+        if _SELECTORS[name] is not None:
+            return name
+    raise AssertionError("unreachable: select() always exists")
+
+
+def choose_backend(backend=None):
+    """``backend``, else ``$FASTSERVER_POLLER``, else the native one."""
+    name = backend or os.environ.get("FASTSERVER_POLLER") or native_backend()
+    if name not in _SELECTORS:
+        raise ValueError(
+            f"unknown poller backend {name!r}: choose one of "
+            f"{', '.join(sorted(_SELECTORS))}"
+        )
+    if _SELECTORS[name] is None:
+        raise ValueError(f"poller backend {name!r} is not available on this platform")
+    return name
+
+
+class Waker:
+    """A self-pipe: ``wake()`` makes the read end readable."""
+
+    def __init__(self):
+        if hasattr(os, "pipe"):
+            self._read_fd, self._write_fd = os.pipe()
+            os.set_blocking(self._read_fd, False)
+            os.set_blocking(self._write_fd, False)
+            self._reader = None
+        else:  # Windows: select() takes sockets only
+            self._reader, writer = socket.socketpair()
+            self._reader.setblocking(False)
+            writer.setblocking(False)
+            self._writer = writer
+            self._read_fd = self._reader.fileno()
+            self._write_fd = writer.fileno()
+
+    def fileno(self):
+        return self._read_fd
+
+    def wake(self):
+        fd = self._write_fd
+        if fd < 0:
+            return
+        try:
+            if self._reader is None:
+                os.write(fd, b"\0")
+            else:
+                self._writer.send(b"\0")
+        except (BlockingIOError, InterruptedError):
+            pass  # already full of wake-ups: the reader will see one
+        except OSError:
+            pass  # closed by another thread's server_close(): nothing to wake
+
+    def drain(self):
+        fd = self._read_fd
+        if fd < 0:
+            return
+        try:
+            while True:
+                data = os.read(fd, 4096) if self._reader is None else self._reader.recv(4096)
+                if len(data) < 4096:
+                    return
+        except (BlockingIOError, InterruptedError, OSError):
+            pass
+
+    def close(self):
+        read_fd, write_fd = self._read_fd, self._write_fd
+        self._read_fd = self._write_fd = -1
+        if read_fd < 0:
+            return
+        if self._reader is None:
+            os.close(read_fd)
+            os.close(write_fd)
+        else:
+            self._reader.close()
+            self._writer.close()
+
+
+class Poller:
+    """Readiness of a few fds, for reading."""
+
+    def __init__(self, backend=None):
+        self.backend = choose_backend(backend)
+        self._selector = _SELECTORS[self.backend]()
+
+    def register(self, fd):
+        self._selector.register(fd, selectors.EVENT_READ)
+
+    def unregister(self, fd):
+        try:
+            self._selector.unregister(fd)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def wait(self, timeout):
+        """Ready fds; ``timeout`` None waits forever.  EINTR is retried by
+        :mod:`selectors` (PEP 475) after running signal handlers."""
+        if timeout is not None and timeout < 0:
+            timeout = 0
+        return [key.fd for key, _ in self._selector.select(timeout)]
+
+    def close(self):
+        self._selector.close()
+
+
+def wait_readable(fd, timeout):
+    """Wait for one fd: True when readable (or in error), False on timeout."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        return bool(poller.poll(ms))
+    readable, _, _ = select.select([fd], [], [], timeout)
+    return bool(readable)
+
+
+def handle_request_noblock(server):
+    """The stdlib's ``BaseServer._handle_request_noblock`` chain.
+
+    Returns HANDLED, or what a failed ``get_request()`` says of the listener
+    (the stdlib ignores every OSError there, and so do we, but a loop that
+    retried at once would spin).
+    """
+    try:
+        request, client_address = server.get_request()
+    except OSError as exc:
+        if exc.errno in RESOURCE_ERRNOS:
+            return BACK_OFF
+        if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+            return LISTENER_CLOSED
+        return HANDLED
+    if server.verify_request(request, client_address):
+        try:
+            server.process_request(request, client_address)
+        except Exception:
+            server.handle_error(request, client_address)
+            server.shutdown_request(request)
+        except BaseException:
+            server.shutdown_request(request)
+            raise
+    else:
+        server.shutdown_request(request)
+    return HANDLED
+
+
+def _shutdown_requested(server):
+    return server._BaseServer__shutdown_request
+
+
+def serve_forever(server, poll_interval, waker, handle_one):
+    """Serve until ``server.shutdown()``: the loop of ``BaseServer.serve_forever``.
+
+    Each wake-up drains up to DRAIN_BATCH ready requests, then runs
+    ``service_actions()``; the drain also stops once ``poll_interval`` has
+    passed so ``service_actions()`` runs at least that often.
+    """
+    listen_fd = server.fileno()
+    wake_fd = waker.fileno()
+    poller = Poller()
+    backoff = 0.0  # seconds to pause accepting; 0 when accepting normally
+    resume_at = 0.0
+    listening = True
+    try:
+        poller.register(listen_fd)
+        poller.register(wake_fd)
+        while not _shutdown_requested(server):
+            timeout = poll_interval
+            if not listening and resume_at != float("inf"):
+                pause_left = max(0.0, resume_at - monotonic())
+                timeout = pause_left if timeout is None else min(timeout, pause_left)
+            ready = poller.wait(timeout)
+            if _shutdown_requested(server):
+                break
+            if wake_fd in ready:
+                waker.drain()
+            if not listening and monotonic() >= resume_at:
+                poller.register(listen_fd)
+                listening = True
+                ready = [listen_fd]  # try again at once: the clients are waiting
+            if listening and listen_fd in ready:
+                if poll_interval is None:
+                    drain_deadline = None
+                else:
+                    drain_deadline = monotonic() + poll_interval
+                for handled in range(1, DRAIN_BATCH + 1):
+                    if handle_one is None:
+                        status = handle_request_noblock(server)
+                    else:
+                        handle_one()
+                        status = HANDLED
+                    if status != HANDLED:
+                        poller.unregister(listen_fd)
+                        listening = False
+                        if status == BACK_OFF:
+                            backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, backoff * 2))
+                            resume_at = monotonic() + backoff
+                        else:  # closed: wait for the waker alone until shutdown()
+                            resume_at = float("inf")
+                        break
+                    backoff = 0.0
+                    if (
+                        handled == DRAIN_BATCH
+                        or _shutdown_requested(server)
+                        or (drain_deadline is not None and monotonic() >= drain_deadline)
+                        or not wait_readable(listen_fd, 0)
+                    ):
+                        break
+            server.service_actions()
+    finally:
+        poller.close()

@@ -1,0 +1,115 @@
+"""Choose the core (compiled or pure-Python twin) and glue servers to it.
+
+Both cores expose the same interface:
+
+``Waker()``
+    a wake-up fd (eventfd or self-pipe): ``fileno()``, ``wake()``,
+    ``drain()``, ``close()``.  ``wake()`` after ``close()`` does nothing.
+``Poller(backend=None)``
+    readiness for a few fds: ``register(fd)``, ``unregister(fd)``,
+    ``wait(timeout) -> list of ready fds``, ``close()``, ``backend``.
+    ``backend=None`` means ``$FASTSERVER_POLLER`` or the platform's best.
+``serve_forever(server, poll_interval, waker, handle_one)``
+    the serve loop; ``handle_one`` is None for the core's own
+    ``_handle_request_noblock`` chain or a callable to call instead.
+``handle_request_noblock(server) -> bool``
+    the stdlib's ``_handle_request_noblock`` chain; returns True when
+    ``get_request`` failed because the process or system ran out of a
+    resource (EMFILE, ENFILE, ENOBUFS, ENOMEM), so the loop should back off.
+``wait_readable(fd, timeout) -> bool``
+    wait until one fd is readable; EINTR retried with the timeout adjusted.
+
+The environment picks the default core: ``FASTSERVER_NO_EXTENSIONS=1``
+selects the twin; otherwise the compiled core is used when it was built.
+"""
+import os
+
+from . import _core_py as python_core
+
+try:
+    from . import _core as compiled_core
+except ImportError:  # no compiler at install time, or an unsupported platform
+    compiled_core = None
+
+if os.environ.get("FASTSERVER_NO_EXTENSIONS") or compiled_core is None:
+    core = python_core
+else:
+    core = compiled_core
+
+#: "c" when the compiled core serves by default, "python" for the twin.
+CORE_IMPLEMENTATION = "python" if core is python_core else "c"
+
+
+class ServerEngine:
+    """The per-server state the core needs beyond the stdlib's attributes.
+
+    The waker lives as long as the server so that ``shutdown()`` can always
+    reach the loop.  A forked child gets a fresh one: the parent's eventfd is
+    shared across fork, and a child draining it would steal the parent's
+    wake-up.
+    """
+
+    __slots__ = ("core", "pid", "waker", "loops_running", "close_pending")
+
+    def __init__(self, core):
+        self.core = core
+        self.pid = os.getpid()
+        self.waker = core.Waker()
+        self.loops_running = 0
+        self.close_pending = False
+
+    def close(self):
+        # A running loop may still poll the waker's fd; closing it there
+        # could let the number be reused by an unrelated fd.  The last loop
+        # to leave closes it instead.
+        if self.loops_running:
+            self.close_pending = True
+        else:
+            self.waker.close()
+
+
+def engine_for(server):
+    """The server's engine, made on first use (and anew in a forked child)."""
+    engine = server.__dict__.get("_fastserver_engine")
+    if engine is None or engine.pid != os.getpid() or engine.core is not core:
+        engine = server.__dict__["_fastserver_engine"] = ServerEngine(core)
+    return engine
+
+
+def overrides(server, name, default):
+    """True when ``server.<name>`` is not fastserver's own ``default``.
+
+    Checks the instance as well as the class: assigning a function to an
+    instance attribute overrides a hook just as subclassing does.
+    """
+    if name in getattr(server, "__dict__", ()):
+        return True
+    return getattr(type(server), name, None) is not default
+
+
+def serve_forever(server, poll_interval, default_handle_one):
+    engine = engine_for(server)
+    handle_one = None
+    if overrides(server, "_handle_request_noblock", default_handle_one):
+        handle_one = server._handle_request_noblock
+    engine.loops_running += 1
+    try:
+        engine.core.serve_forever(server, poll_interval, engine.waker, handle_one)
+    finally:
+        engine.loops_running -= 1
+        if engine.close_pending and not engine.loops_running:
+            engine.close_pending = False
+            engine.waker.close()
+
+
+def wake(server):
+    """Interrupt a running ``serve_forever`` of this server, if any."""
+    engine = server.__dict__.get("_fastserver_engine")
+    if engine is not None and engine.pid == os.getpid():
+        engine.waker.wake()
+
+
+def close(server):
+    engine = server.__dict__.get("_fastserver_engine")
+    if engine is not None and engine.pid == os.getpid():
+        engine.close()

@@ -1,0 +1,64 @@
+"""Shared fixtures: every behaviour is written once and run against the
+stdlib ``socketserver`` (the reference) and every fastserver engine.
+
+The ``ss`` fixture yields the module under test.  Its parameters:
+
+- ``stdlib``   -- CPython's own socketserver, the reference behaviour;
+- ``c-epoll``  -- fastserver with the compiled core, native poller
+                  (epoll on Linux, kqueue on BSD/macOS);
+- ``c-poll``   -- fastserver with the compiled core forced onto poll(2);
+- ``py``       -- fastserver with the pure-Python twin core.
+
+Variants that cannot run here (no compiled core) are skipped, and the build
+test in test_build.py fails loudly in that case unless the twin was asked
+for with FASTSERVER_NO_EXTENSIONS=1.
+"""
+import os
+import socketserver
+
+import pytest
+
+import fastserver
+from fastserver import _engine
+
+VARIANTS = ["stdlib", "c-epoll", "c-poll", "py"]
+
+
+def _configure(variant, monkeypatch):
+    if variant == "stdlib":
+        return socketserver
+    if variant.startswith("c-"):
+        if _engine.compiled_core is None:
+            pytest.skip("compiled core not available")
+        monkeypatch.setattr(_engine, "core", _engine.compiled_core)
+        if variant == "c-poll":
+            monkeypatch.setenv("FASTSERVER_POLLER", "poll")
+        else:
+            monkeypatch.delenv("FASTSERVER_POLLER", raising=False)
+    else:
+        monkeypatch.setattr(_engine, "core", _engine.python_core)
+        monkeypatch.delenv("FASTSERVER_POLLER", raising=False)
+    return fastserver
+
+
+@pytest.fixture(params=VARIANTS)
+def ss(request, monkeypatch):
+    """The socketserver-compatible module under test."""
+    return _configure(request.param, monkeypatch)
+
+
+@pytest.fixture(params=VARIANTS[1:])
+def fs(request, monkeypatch):
+    """fastserver only (for behaviour the stdlib does not have)."""
+    return _configure(request.param, monkeypatch)
+
+
+@pytest.fixture
+def variant(request):
+    """The name of the variant of the current ``ss``/``fs`` parameter."""
+    return request.node.callspec.params.get("ss") or request.node.callspec.params.get("fs")
+
+
+def open_fds():
+    """The number of open file descriptors of this process (Linux)."""
+    return len(os.listdir("/proc/self/fd"))

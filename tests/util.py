@@ -1,0 +1,280 @@
+"""Helpers shared by the test modules.  Only ADD functions here."""
+
+# ---------------------------------------------------------------------------
+# Helpers for test_handlers.py, test_stdlib_handlers.py, test_robustness.py
+# and test_cpython_suite.py.
+# ---------------------------------------------------------------------------
+import contextlib as _contextlib
+import os as _os
+import shutil as _shutil
+import socket as _socket
+import sys as _sys
+import tempfile as _tempfile
+import threading as _threading
+
+HOST = "127.0.0.1"
+#: Upper bound for any single blocking wait in the tests (seconds).
+TIMEOUT = 10.0
+
+
+@_contextlib.contextmanager
+def background_server(server, poll_interval=0.05, close=True):
+    """Run ``server.serve_forever`` in a daemon thread for the ``with`` body.
+
+    On exit: ``shutdown()`` (bounded by TIMEOUT), join the serving thread
+    and ``server_close()``.  Fails if the loop does not stop.
+    """
+    thread = _threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": poll_interval},
+        name="serve_forever",
+        daemon=True,
+    )
+    thread.start()
+    failed = False
+    try:
+        yield server
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        stopper = _threading.Thread(target=server.shutdown, daemon=True)
+        stopper.start()
+        stopper.join(TIMEOUT)
+        thread.join(TIMEOUT)
+        if close:
+            server.server_close()
+        if not failed:
+            assert not stopper.is_alive(), "shutdown() did not return"
+            assert not thread.is_alive(), "serve_forever() did not return"
+
+
+@_contextlib.contextmanager
+def short_tmpdir():
+    """A fresh directory under /tmp (short enough for AF_UNIX paths)."""
+    path = _tempfile.mkdtemp(prefix="fs", dir="/tmp")
+    try:
+        yield path
+    finally:
+        _shutil.rmtree(path, ignore_errors=True)
+
+
+def tcp_connect(address, timeout=TIMEOUT):
+    """A connected TCP client socket with a timeout."""
+    return _socket.create_connection(address, timeout=timeout)
+
+
+def unix_connect(path, timeout=TIMEOUT, bind_to=None):
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    if bind_to is not None:
+        sock.bind(bind_to)
+    sock.connect(path)
+    return sock
+
+
+def recv_exactly(sock, n):
+    """Receive exactly n bytes (fails on early EOF)."""
+    chunks = []
+    remaining = n
+    while remaining:
+        chunk = sock.recv(min(remaining, 1 << 20))
+        if not chunk:
+            raise AssertionError("EOF after %d of %d bytes" % (n - remaining, n))
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv_until_eof(sock):
+    """Receive until the peer closes or shuts down its writing side."""
+    chunks = []
+    while True:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def recv_line(sock):
+    """Receive one line ending in b"\\n" (byte by byte: nothing read past it)."""
+    buf = bytearray()
+    while not buf.endswith(b"\n"):
+        byte = sock.recv(1)
+        if not byte:
+            break
+        buf += byte
+    return bytes(buf)
+
+
+def fastserver_path():
+    """The sys.path entry fastserver was imported from (None if absent)."""
+    try:
+        import fastserver
+    except ImportError:
+        return None
+    return _os.path.dirname(_os.path.dirname(_os.path.abspath(fastserver.__file__)))
+
+
+def variant_env(variant, extra_path=()):
+    """os.environ for a child process that runs the given variant.
+
+    PYTHONPATH lets the child import fastserver from where this process
+    did; the FASTSERVER_* variables of this process are passed through and
+    then adjusted for the variant: FASTSERVER_NO_EXTENSIONS=1 for "py",
+    FASTSERVER_POLLER=poll for "c-poll", neither for "c-epoll".
+    """
+    env = dict(_os.environ)
+    paths = list(extra_path)
+    fs_path = fastserver_path()
+    if fs_path:
+        paths.append(fs_path)
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = _os.pathsep.join(paths)
+    if variant == "py":
+        env["FASTSERVER_NO_EXTENSIONS"] = "1"
+        env.pop("FASTSERVER_POLLER", None)
+    elif variant == "c-poll":
+        env.pop("FASTSERVER_NO_EXTENSIONS", None)
+        env["FASTSERVER_POLLER"] = "poll"
+    elif variant == "c-epoll":
+        env.pop("FASTSERVER_NO_EXTENSIONS", None)
+        env.pop("FASTSERVER_POLLER", None)
+    env["FASTSERVER_TEST_VARIANT"] = variant
+    return env
+
+
+#: Python source that binds ``ss`` to the module under test in a child
+#: process, selecting the core the way conftest.py does, from the
+#: FASTSERVER_TEST_VARIANT variable set by variant_env().
+VARIANT_IMPORT_SNIPPET = '''
+import os as _os
+_variant = _os.environ["FASTSERVER_TEST_VARIANT"]
+if _variant == "stdlib":
+    import socketserver as ss
+else:
+    import fastserver as ss
+    from fastserver import _engine
+    if _variant.startswith("c-"):
+        assert _engine.compiled_core is not None, "compiled core missing"
+        _engine.core = _engine.compiled_core
+    else:
+        _engine.core = _engine.python_core
+'''
+
+
+# ---------------------------------------------------------------------------
+# Helpers for test_api.py, test_examples.py, test_hooks.py and
+# test_mixins.py.
+# ---------------------------------------------------------------------------
+import select as _select
+import time as _time
+
+
+def wait_until(predicate, timeout=TIMEOUT, interval=0.005):
+    """Poll ``predicate()`` until it is true; return False on timeout."""
+    deadline = _time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if _time.monotonic() >= deadline:
+            return False
+        _time.sleep(interval)
+
+
+def wait_readable(fileobj, timeout=TIMEOUT):
+    """True once ``fileobj`` (a socket, a server or an fd) is readable."""
+    readable, _, _ = _select.select([fileobj], [], [], timeout)
+    return bool(readable)
+
+
+class ThreadCall:
+    """Run ``func(*args, **kwargs)`` in a daemon thread.
+
+    ``join(timeout)`` returns True when the call has finished; then
+    ``result`` or ``exc`` (the BaseException it raised, or None) is set.
+    """
+
+    def __init__(self, func, *args, **kwargs):
+        self.result = None
+        self.exc = None
+        self._done = _threading.Event()
+
+        def run():
+            try:
+                self.result = func(*args, **kwargs)
+            except BaseException as exc:  # noqa: B902 - reported to the test
+                self.exc = exc
+            finally:
+                self._done.set()
+
+        self.thread = _threading.Thread(target=run, daemon=True,
+                                        name="ThreadCall-%s" % getattr(func, "__name__", "call"))
+        self.thread.start()
+
+    def join(self, timeout=TIMEOUT):
+        finished = self._done.wait(timeout)
+        if finished:
+            self.thread.join(timeout)
+        return finished
+
+    @property
+    def done(self):
+        return self._done.is_set()
+
+
+def tcp_roundtrip(address, data, timeout=TIMEOUT, shut_wr=False):
+    """Send ``data`` over a new TCP connection and read the reply to EOF."""
+    with tcp_connect(address, timeout) as sock:
+        sock.sendall(data)
+        if shut_wr:
+            sock.shutdown(_socket.SHUT_WR)
+        return recv_until_eof(sock)
+
+
+def unix_stream_roundtrip(path, data, timeout=TIMEOUT, shut_wr=False):
+    """Like tcp_roundtrip, over an AF_UNIX stream socket."""
+    with unix_connect(path, timeout) as sock:
+        sock.sendall(data)
+        if shut_wr:
+            sock.shutdown(_socket.SHUT_WR)
+        return recv_until_eof(sock)
+
+
+def udp_roundtrip(address, data, timeout=TIMEOUT, bufsize=65536):
+    """Send one datagram to ``address`` and return the first reply."""
+    with _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(data, address)
+        return sock.recv(bufsize)
+
+
+def unix_dgram_roundtrip(path, data, client_path, timeout=TIMEOUT, bufsize=65536):
+    """Send one AF_UNIX datagram from a socket bound to ``client_path``
+    (a datagram server can only answer a bound client) and return the
+    first reply."""
+    with _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.bind(client_path)
+        try:
+            sock.sendto(data, path)
+            return sock.recv(bufsize)
+        finally:
+            try:
+                _os.unlink(client_path)
+            except OSError:
+                pass
+
+
+def reap_children():
+    """Reap every exited child of this process; return their pids."""
+    reaped = []
+    while True:
+        try:
+            pid, _ = _os.waitpid(-1, _os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            return reaped
+        reaped.append(pid)
