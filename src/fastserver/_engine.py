@@ -12,10 +12,12 @@ Both cores expose the same interface:
 ``serve_forever(server, poll_interval, waker, handle_one)``
     the serve loop; ``handle_one`` is None for the core's own
     ``_handle_request_noblock`` chain or a callable to call instead.
-``handle_request_noblock(server) -> bool``
-    the stdlib's ``_handle_request_noblock`` chain; returns True when
-    ``get_request`` failed because the process or system ran out of a
-    resource (EMFILE, ENFILE, ENOBUFS, ENOMEM), so the loop should back off.
+``handle_request_noblock(server) -> int``
+    the stdlib's ``_handle_request_noblock`` chain; returns HANDLED, or
+    BACK_OFF when ``get_request`` failed because the process or system ran
+    out of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM: the listener stays
+    readable, so the loop pauses accepting instead of spinning), or
+    LISTENER_CLOSED when the listening socket was closed under the loop.
 ``wait_readable(fd, timeout) -> bool``
     wait until one fd is readable; EINTR retried with the timeout adjusted.
 
@@ -26,15 +28,17 @@ import os
 
 from . import _core_py as python_core
 
-try:
-    from . import _core as compiled_core
-except ImportError:  # no compiler at install time, or an unsupported platform
-    compiled_core = None
+#: The compiled core, or None where it was not built or was switched off
+#: (``FASTSERVER_NO_EXTENSIONS=1`` does not even import it).
+compiled_core = None
+if not os.environ.get("FASTSERVER_NO_EXTENSIONS"):
+    try:
+        from . import _core as compiled_core
+    except ImportError:  # no compiler at install time, or an unsupported platform
+        pass
 
-if os.environ.get("FASTSERVER_NO_EXTENSIONS") or compiled_core is None:
-    core = python_core
-else:
-    core = compiled_core
+#: The core new loops use.
+core = python_core if compiled_core is None else compiled_core
 
 #: "c" when the compiled core serves by default, "python" for the twin.
 CORE_IMPLEMENTATION = "python" if core is python_core else "c"
@@ -72,6 +76,8 @@ def engine_for(server):
     """The server's engine, made on first use (and anew in a forked child)."""
     engine = server.__dict__.get("_fastserver_engine")
     if engine is None or engine.pid != os.getpid() or engine.core is not core:
+        if engine is not None and engine.pid == os.getpid():
+            engine.close()  # the core was switched (tests do): retire the old waker
         engine = server.__dict__["_fastserver_engine"] = ServerEngine(core)
     return engine
 
