@@ -1,0 +1,208 @@
+"""What fastserver's loop does beyond the stdlib's (see README, "Differences
+from the stdlib"): the waker, the drain, and not spinning on a dead
+listener.  Correctness only: speed is measured in bench/, never here."""
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+
+class Echo:
+    """A BaseRequestHandler echo, built for whichever module is under test."""
+
+    @staticmethod
+    def make(module):
+        class Handler(module.BaseRequestHandler):
+            def handle(self):
+                self.request.sendall(self.request.recv(1024))
+
+        return Handler
+
+
+def start(server, poll_interval=0.5):
+    thread = threading.Thread(target=server.serve_forever, args=(poll_interval,), daemon=True)
+    thread.start()
+    return thread
+
+
+def echo_once(address, payload=b"ping"):
+    with socket.create_connection(address, timeout=5) as client:
+        client.sendall(payload)
+        return client.recv(1024)
+
+
+def test_shutdown_wakes_a_loop_that_never_polls(fs):
+    """With poll_interval=None the stdlib never notices shutdown(); the
+    waker interrupts fastserver's wait."""
+    server = fs.TCPServer(("127.0.0.1", 0), Echo.make(fs))
+    thread = start(server, poll_interval=None)
+    assert echo_once(server.server_address) == b"ping"
+    stopper = threading.Thread(target=server.shutdown, daemon=True)
+    stopper.start()
+    stopper.join(10)
+    thread.join(10)
+    assert not stopper.is_alive() and not thread.is_alive()
+    server.server_close()
+
+
+def test_pending_requests_are_drained_in_batches(fs):
+    """Connections that queued before serve_forever() are all served, with
+    fewer service_actions() calls than requests (one per batch)."""
+    calls = []
+
+    class Server(fs.TCPServer):
+        request_queue_size = 64
+
+        def service_actions(self):
+            calls.append(1)
+
+    server = Server(("127.0.0.1", 0), Echo.make(fs))
+    clients = []
+    for i in range(20):
+        client = socket.create_connection(server.server_address, timeout=5)
+        client.sendall(b"%d" % i)
+        clients.append(client)
+    thread = start(server, poll_interval=5)
+    for i, client in enumerate(clients):
+        assert client.recv(16) == b"%d" % i
+        client.close()
+    server.shutdown()
+    thread.join(10)
+    server.server_close()
+    assert 1 <= len(calls) < 20
+
+
+def test_service_actions_keep_running_during_a_long_burst(fs):
+    """The drain stops after poll_interval so service_actions() still runs."""
+    calls = []
+
+    class Slow(fs.BaseRequestHandler):
+        def handle(self):
+            time.sleep(0.02)
+            self.request.sendall(b"ok")
+
+    class Server(fs.TCPServer):
+        request_queue_size = 64
+
+        def service_actions(self):
+            calls.append(1)
+
+    server = Server(("127.0.0.1", 0), Slow)
+    clients = [socket.create_connection(server.server_address, timeout=5) for _ in range(10)]
+    thread = start(server, poll_interval=0.01)
+    for client in clients:
+        assert client.recv(16) == b"ok"
+        client.close()
+    server.shutdown()
+    thread.join(10)
+    server.server_close()
+    assert len(calls) >= 5  # every request takes 2x poll_interval
+
+
+def _cpu_seconds():
+    usage = os.times()
+    return usage.user + usage.system
+
+
+def test_closing_the_listener_while_serving_does_not_spin(fs):
+    server = fs.TCPServer(("127.0.0.1", 0), Echo.make(fs))
+    thread = start(server, poll_interval=0.05)
+    assert echo_once(server.server_address) == b"ping"
+    server.socket.close()  # what server_close() does, from another thread
+    time.sleep(0.1)
+    before = _cpu_seconds()
+    time.sleep(0.5)
+    used = _cpu_seconds() - before
+    server.shutdown()
+    thread.join(10)
+    server.server_close()
+    assert used < 0.25, f"the loop used {used:.2f} s of CPU in 0.5 s"
+
+
+def test_server_close_while_serving_then_shutdown(fs):
+    server = fs.TCPServer(("127.0.0.1", 0), Echo.make(fs))
+    thread = start(server)
+    assert echo_once(server.server_address) == b"ping"
+    server.server_close()
+    server.shutdown()
+    thread.join(10)
+    assert not thread.is_alive()
+    server.shutdown()  # after the loop: returns at once, as in the stdlib
+
+
+def test_instance_override_of_handle_request_noblock(fs):
+    seen = []
+    server = fs.TCPServer(("127.0.0.1", 0), Echo.make(fs))
+    default = server._handle_request_noblock
+
+    def spy():
+        seen.append(1)
+        default()
+
+    server._handle_request_noblock = spy
+    thread = start(server)
+    assert echo_once(server.server_address) == b"ping"
+    server.shutdown()
+    thread.join(10)
+    server.server_close()
+    assert seen
+
+
+def test_keyboard_interrupt_stops_serve_forever_cleanly(fs):
+    """A signal handler's exception leaves serve_forever() and the server
+    can serve again afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    server = fs.TCPServer(("127.0.0.1", 0), Echo.make(fs))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(KeyboardInterrupt):
+            server.serve_forever(poll_interval=None)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    thread = start(server)
+    assert echo_once(server.server_address) == b"ping"
+    server.shutdown()
+    thread.join(10)
+    server.server_close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_gets_its_own_waker(fs):
+    """A child serving with an inherited server object must not share the
+    parent's wake-up fd: its shutdown() must not wake, or be stolen by, the
+    parent's loop."""
+    server = fs.TCPServer(("127.0.0.1", 0), Echo.make(fs))
+    thread = start(server)
+    assert echo_once(server.server_address) == b"ping"
+    parent_waker = server._fastserver_engine.waker.fileno()
+    pid = os.fork()
+    if pid == 0:  # child: serve and stop with its own loop
+        status = 1
+        try:
+            child = threading.Thread(target=server.serve_forever, daemon=True)
+            child.start()
+            time.sleep(0.05)
+            server.shutdown()
+            child.join(5)
+            engine = server._fastserver_engine
+            status = 0 if (not child.is_alive() and engine.pid == os.getpid()) else 2
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 if hasattr(os, "waitstatus_to_exitcode") else status == 0
+    # The parent's loop is untouched and still serves.
+    assert server._fastserver_engine.waker.fileno() == parent_waker
+    assert echo_once(server.server_address) == b"ping"
+    server.shutdown()
+    thread.join(10)
+    server.server_close()
