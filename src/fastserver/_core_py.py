@@ -6,6 +6,7 @@ extension could not be built (no compiler, Windows) or when
 both.  Keep the two in step: a change of behaviour here is a change there.
 """
 import errno
+import io
 import os
 import select
 import selectors
@@ -186,11 +187,34 @@ def handle_request_noblock(server):
     return HANDLED
 
 
+class Plan:
+    """Which steps of the request chain the core may do itself (see
+    ``fastserver._plan``).  The twin does every step through the server's
+    methods, which is always correct; it only needs ``handle_one``."""
+
+    def __init__(self, *, handle_one=None, accept="call", verify_default=False,
+                 process_default=False, finish_default=False, shutdown="call",
+                 listener=None):
+        if accept not in ("call", "stream", "datagram"):
+            raise KeyError(accept)
+        if shutdown not in ("call", "stream", "nothing"):
+            raise KeyError(shutdown)
+        if accept != "call" and listener is None:
+            raise ValueError(f"accept={accept!r} needs the listening socket")
+        self.handle_one = handle_one
+        self.accept = accept
+        self.verify_default = verify_default
+        self.process_default = process_default
+        self.finish_default = finish_default
+        self.shutdown = shutdown
+        self.listener = listener
+
+
 def _shutdown_requested(server):
     return server._BaseServer__shutdown_request
 
 
-def serve_forever(server, poll_interval, waker, handle_one):
+def serve_forever(server, poll_interval, waker, plan):
     """Serve until ``server.shutdown()``: the loop of ``BaseServer.serve_forever``.
 
     Each wake-up drains up to DRAIN_BATCH ready requests, then runs
@@ -199,6 +223,7 @@ def serve_forever(server, poll_interval, waker, handle_one):
     """
     listen_fd = server.fileno()
     wake_fd = waker.fileno()
+    handle_one = plan.handle_one
     poller = Poller()
     backoff = 0.0  # seconds to pause accepting; 0 when accepting normally
     resume_at = 0.0
@@ -251,3 +276,27 @@ def serve_forever(server, poll_interval, waker, handle_one):
             server.service_actions()
     finally:
         poller.close()
+
+
+def SocketReader(sock, buffer_size=-1):
+    """rfile for StreamRequestHandler: exactly the stdlib's makefile()."""
+    return sock.makefile("rb", buffer_size)
+
+
+class SocketWriter(io.BufferedIOBase):
+    """wfile for StreamRequestHandler: the stdlib's ``_SocketWriter``, an
+    unbuffered writer whose write() is ``sock.sendall()``."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self._sock.sendall(b)
+        with memoryview(b) as view:
+            return view.nbytes
+
+    def fileno(self):
+        return self._sock.fileno()

@@ -9,9 +9,12 @@ Both cores expose the same interface:
     readiness for a few fds: ``register(fd)``, ``unregister(fd)``,
     ``wait(timeout) -> list of ready fds``, ``close()``, ``backend``.
     ``backend=None`` means ``$FASTSERVER_POLLER`` or the platform's best.
-``serve_forever(server, poll_interval, waker, handle_one)``
-    the serve loop; ``handle_one`` is None for the core's own
-    ``_handle_request_noblock`` chain or a callable to call instead.
+``Plan(*, handle_one=None, accept="call", verify_default=False,
+process_default=False, finish_default=False, shutdown="call", listener=None)``
+    which steps of the request chain the core may do itself; made by
+    ``fastserver._plan.plan_for`` (the fast-path rule lives there).
+``serve_forever(server, poll_interval, waker, plan)``
+    the serve loop.
 ``handle_request_noblock(server) -> int``
     the stdlib's ``_handle_request_noblock`` chain; returns HANDLED, or
     BACK_OFF when ``get_request`` failed because the process or system ran
@@ -27,6 +30,7 @@ selects the twin; otherwise the compiled core is used when it was built.
 import os
 
 from . import _core_py as python_core
+from ._plan import plan_for
 
 #: The compiled core, or None where it was not built or was switched off
 #: (``FASTSERVER_NO_EXTENSIONS=1`` does not even import it).
@@ -82,25 +86,12 @@ def engine_for(server):
     return engine
 
 
-def overrides(server, name, default):
-    """True when ``server.<name>`` is not fastserver's own ``default``.
-
-    Checks the instance as well as the class: assigning a function to an
-    instance attribute overrides a hook just as subclassing does.
-    """
-    if name in getattr(server, "__dict__", ()):
-        return True
-    return getattr(type(server), name, None) is not default
-
-
-def serve_forever(server, poll_interval, default_handle_one):
+def serve_forever(server, poll_interval):
     engine = engine_for(server)
-    handle_one = None
-    if overrides(server, "_handle_request_noblock", default_handle_one):
-        handle_one = server._handle_request_noblock
+    plan = plan_for(server, engine.core)
     engine.loops_running += 1
     try:
-        engine.core.serve_forever(server, poll_interval, engine.waker, handle_one)
+        engine.core.serve_forever(server, poll_interval, engine.waker, plan)
     finally:
         engine.loops_running -= 1
         if engine.close_pending and not engine.loops_running:

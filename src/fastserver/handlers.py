@@ -1,7 +1,10 @@
 """Request handler classes: the stdlib's BaseRequestHandler,
 StreamRequestHandler and DatagramRequestHandler."""
 import socket
-from io import BufferedIOBase, BytesIO
+from io import BytesIO
+
+from . import _engine
+from ._core_py import SocketWriter as _SocketWriter  # the stdlib's name for it
 
 
 class BaseRequestHandler:
@@ -60,9 +63,18 @@ class StreamRequestHandler(BaseRequestHandler):
             self.connection.settimeout(self.timeout)
         if self.disable_nagle_algorithm:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-        self.rfile = self.connection.makefile("rb", self.rbufsize)
+        # The core's reader and writer behave as makefile() and _SocketWriter
+        # do, for a plain socket; anything else (an SSLSocket, a user's
+        # subclass) gets the stdlib's objects.  rbufsize=0 asks for makefile's
+        # raw SocketIO, wbufsize>0 for its BufferedWriter.
+        core = _engine.core
+        plain = type(self.connection) is socket.socket
+        if plain and self.rbufsize != 0:
+            self.rfile = core.SocketReader(self.connection, self.rbufsize)
+        else:
+            self.rfile = self.connection.makefile("rb", self.rbufsize)
         if self.wbufsize == 0:
-            self.wfile = _SocketWriter(self.connection)
+            self.wfile = core.SocketWriter(self.connection) if plain else _SocketWriter(self.connection)
         else:
             self.wfile = self.connection.makefile("wb", self.wbufsize)
 
@@ -76,27 +88,6 @@ class StreamRequestHandler(BaseRequestHandler):
                 pass
         self.wfile.close()
         self.rfile.close()
-
-
-class _SocketWriter(BufferedIOBase):
-    """Simple writable BufferedIOBase implementation for a socket.
-
-    Does not hold data in a buffer, avoiding any need to call flush().
-    """
-
-    def __init__(self, sock):
-        self._sock = sock
-
-    def writable(self):
-        return True
-
-    def write(self, b):
-        self._sock.sendall(b)
-        with memoryview(b) as view:
-            return view.nbytes
-
-    def fileno(self):
-        return self._sock.fileno()
 
 
 class DatagramRequestHandler(BaseRequestHandler):

@@ -69,7 +69,7 @@ class BaseServer:
         """
         self.__is_shut_down.clear()
         try:
-            _engine.serve_forever(self, poll_interval, BaseServer._handle_request_noblock)
+            _engine.serve_forever(self, poll_interval)
         finally:
             self.__shutdown_request = False
             self.__is_shut_down.set()

@@ -12,16 +12,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <string.h>
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
 
 #if defined(__linux__)
+#  define FS_LINUX 1
 #  define FS_HAVE_EPOLL 1
 #  define FS_HAVE_EVENTFD 1
 #  include <sys/epoll.h>
 #  include <sys/eventfd.h>
 #else
+#  define FS_LINUX 0
 #  define FS_HAVE_EPOLL 0
 #  define FS_HAVE_EVENTFD 0
 typedef union epoll_data { void *ptr; int fd; uint32_t u32; uint64_t u64; } epoll_data_t;
@@ -67,6 +70,38 @@ static inline int kevent(int kq, const struct kevent *changes, int nchanges,
 #  define FS_EV_SET(kevp, a, b, c, d, e, f) do { \
     (kevp)->ident = (a); (kevp)->filter = (b); (kevp)->flags = (c); \
     (kevp)->fflags = (d); (kevp)->data = (e); (kevp)->udata = (f); } while (0)
+#endif
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+/* accept(2) with the new fd close-on-exec, as Python's socket.accept()
+ * makes it: atomically where accept4() exists, else in two steps. */
+static inline int fs_accept_cloexec(int fd, struct sockaddr *addr, socklen_t *len)
+{
+#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
+    defined(__OpenBSD__) || defined(__DragonFly__)
+    return accept4(fd, addr, len, SOCK_CLOEXEC);
+#else
+    int conn = accept(fd, addr, len);
+    if (conn >= 0) {
+        int flags = fcntl(conn, F_GETFD);
+        if (flags >= 0) fcntl(conn, F_SETFD, flags | FD_CLOEXEC);
+        /* BSD-derived stacks (macOS) hand the listener's O_NONBLOCK down to
+         * accepted sockets; a Python socket with no timeout must block. */
+        flags = fcntl(conn, F_GETFL);
+        if (flags >= 0 && (flags & O_NONBLOCK)) fcntl(conn, F_SETFL, flags & ~O_NONBLOCK);
+    }
+    return conn;
+#endif
+}
+
+/* send(2) flag that turns SIGPIPE into EPIPE where the platform has it
+ * (Python ignores SIGPIPE anyway; an embedding application may not). */
+#ifndef MSG_NOSIGNAL
+#  define MSG_NOSIGNAL 0
 #endif
 
 /* Seconds on the monotonic clock (the clock time.monotonic() reads). */

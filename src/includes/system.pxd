@@ -4,6 +4,7 @@
 from libc.stdint cimport uint32_t, uint64_t, intptr_t, uintptr_t
 
 cdef extern from "includes/compat.h" nogil:
+    const int FS_LINUX
     const int FS_HAVE_EPOLL
     const int FS_HAVE_KQUEUE
     const int FS_HAVE_EVENTFD
@@ -19,6 +20,7 @@ cdef extern from "includes/compat.h" nogil:
     ctypedef unsigned long nfds_t
     int poll(pollfd *fds, nfds_t nfds, int timeout)
     const short POLLIN
+    const short POLLOUT
     const short POLLERR
     const short POLLHUP
     const short POLLNVAL
@@ -71,6 +73,7 @@ cdef extern from "includes/compat.h" nogil:
     ssize_t write(int fd, const void *buf, size_t count)
     int close(int fd)
     int pipe(int fds[2])
+    void *memset(void *s, int c, size_t n)
     int fcntl(int fd, int cmd, ...)
     const int F_GETFL
     const int F_SETFL
@@ -79,7 +82,56 @@ cdef extern from "includes/compat.h" nogil:
     const int O_NONBLOCK
     const int FD_CLOEXEC
 
+    # sockets
+    ctypedef unsigned int socklen_t
+    ctypedef unsigned short sa_family_t
+    struct sockaddr:
+        sa_family_t sa_family
+    struct sockaddr_storage:
+        sa_family_t ss_family
+    struct in_addr:
+        pass
+    struct in6_addr:
+        pass
+    struct sockaddr_in:
+        sa_family_t sin_family
+        unsigned short sin_port
+        in_addr sin_addr
+    struct sockaddr_in6:
+        sa_family_t sin6_family
+        unsigned short sin6_port
+        uint32_t sin6_flowinfo
+        in6_addr sin6_addr
+        uint32_t sin6_scope_id
+    struct sockaddr_un:
+        sa_family_t sun_family
+        char sun_path[1]
+    const int AF_INET
+    const int AF_INET6
+    const int AF_UNIX
+    const int INET_ADDRSTRLEN
+    const int INET6_ADDRSTRLEN
+    const int MSG_DONTWAIT
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+    unsigned short ntohs(unsigned short)
+    uint32_t ntohl(uint32_t)
+    size_t strnlen(const char *s, size_t maxlen)
+    const int MSG_NOSIGNAL
+    ssize_t recv(int fd, void *buf, size_t len, int flags)
+    ssize_t send(int fd, const void *buf, size_t len, int flags)
+    void *memchr(const void *s, int c, size_t n)
+    void *memmove(void *dest, const void *src, size_t n)
+    void *memcpy(void *dest, const void *src, size_t n)
+    ssize_t recvfrom(int fd, void *buf, size_t len, int flags, sockaddr *addr, socklen_t *addrlen)
+    int fs_accept_cloexec(int fd, sockaddr *addr, socklen_t *addrlen)
+
     int errno
     const int EINTR
     const int EAGAIN
     const int EWOULDBLOCK
+    const int EMFILE
+    const int ENFILE
+    const int ENOBUFS
+    const int ENOMEM
+    const int EBADF
+    const int ENOTSOCK

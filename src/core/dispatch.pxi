@@ -1,0 +1,147 @@
+# The request chain: the stdlib's _handle_request_noblock, with the steps
+# that are fastserver's own defaults done here instead of through Python
+# method calls.
+#
+# The fast-path rule: a hook the user overrides (on the class or on the
+# instance) is always called, with the stdlib's arguments, in the stdlib's
+# order.  The Python layer (fastserver/_plan.py) decides once per loop which
+# steps are still the defaults and says so in a Plan; this file only obeys.
+
+# What taking a request tells the loop about the listener.  HANDLED,
+# BACK_OFF and LISTENER_CLOSED are shared with the twin; NOTHING_PENDING is
+# the core's own: a non-blocking receive found nothing, stop draining.
+HANDLED = 0
+BACK_OFF = 1
+LISTENER_CLOSED = 2
+cdef enum:
+    NOTHING_PENDING = 3
+
+cdef enum AcceptKind:
+    ACCEPT_CALL        # request, client_address = server.get_request()
+    ACCEPT_STREAM      # TCPServer.get_request: accept(2) here
+    ACCEPT_DATAGRAM    # UDPServer.get_request: recvfrom(2) here
+
+cdef enum ShutdownKind:
+    SHUTDOWN_CALL      # server.shutdown_request(request)
+    SHUTDOWN_STREAM    # TCPServer's: request.shutdown(SHUT_WR), request.close()
+    SHUTDOWN_NOTHING   # UDPServer's: nothing to shut down or close
+
+_ACCEPT_KINDS = {"call": ACCEPT_CALL, "stream": ACCEPT_STREAM, "datagram": ACCEPT_DATAGRAM}
+_SHUTDOWN_KINDS = {"call": SHUTDOWN_CALL, "stream": SHUTDOWN_STREAM, "nothing": SHUTDOWN_NOTHING}
+
+
+cdef class Plan:
+    """Which steps of the request chain the core may do itself.
+
+    Made by ``fastserver._plan.plan_for(server)`` when a loop starts.  Every
+    flag left at its default means "call the server's method", which is
+    always correct; the others are promises that the method is fastserver's
+    own default, so doing its work here cannot be told apart.
+    """
+    cdef readonly object handle_one      # the user's _handle_request_noblock, or None
+    cdef readonly str accept             # "call", "stream" or "datagram"
+    cdef readonly bint verify_default    # verify_request is BaseServer's (always True)
+    cdef readonly bint process_default   # process_request is BaseServer's
+    cdef readonly bint finish_default    # finish_request is BaseServer's
+    cdef readonly str shutdown           # "call", "stream" or "nothing"
+    cdef readonly object listener        # server.socket, for the C accept kinds
+    cdef readonly object socket_class    # type(server.socket), to wrap accepted fds
+    cdef readonly object family, type, proto
+    cdef AcceptKind accept_kind
+    cdef ShutdownKind shutdown_kind
+
+    def __init__(self, *, handle_one=None, accept="call", verify_default=False,
+                 process_default=False, finish_default=False, shutdown="call",
+                 listener=None):
+        self.handle_one = handle_one
+        self.accept = accept
+        self.accept_kind = _ACCEPT_KINDS[accept]
+        self.verify_default = verify_default
+        self.process_default = process_default
+        self.finish_default = finish_default
+        self.shutdown = shutdown
+        self.shutdown_kind = _SHUTDOWN_KINDS[shutdown]
+        self.listener = listener
+        if self.accept_kind != ACCEPT_CALL:
+            if listener is None:
+                raise ValueError(f"accept={accept!r} needs the listening socket")
+            self.socket_class = type(listener)
+            self.family = int(listener.family)
+            self.type = int(listener.type)
+            self.proto = int(listener.proto)
+
+    def __repr__(self):
+        return (f"Plan(handle_one={self.handle_one!r}, accept={self.accept!r}, "
+                f"verify_default={self.verify_default}, process_default={self.process_default}, "
+                f"finish_default={self.finish_default}, shutdown={self.shutdown!r})")
+
+
+cdef Plan _CALL_EVERY_HOOK = Plan()
+
+
+cdef int _shutdown(server, Plan plan, request) except -1:
+    if plan.shutdown_kind == SHUTDOWN_STREAM:
+        try:
+            request.shutdown(_SHUT_WR)
+        except OSError:
+            pass  # some platforms may raise ENOTCONN here
+        request.close()
+    elif plan.shutdown_kind == SHUTDOWN_CALL:
+        server.shutdown_request(request)
+    return 0
+
+
+cdef int dispatch(server, Plan plan, request, client_address) except -1:
+    """verify_request → process_request (→ finish_request → handler →
+    shutdown_request), handle_error on Exception: as the stdlib does."""
+    if not plan.verify_default and not server.verify_request(request, client_address):
+        _shutdown(server, plan, request)
+        return 0
+    try:
+        if plan.process_default:
+            if plan.finish_default:
+                server.RequestHandlerClass(request, client_address, server)
+            else:
+                server.finish_request(request, client_address)
+            _shutdown(server, plan, request)
+        else:
+            server.process_request(request, client_address)
+    except Exception:
+        server.handle_error(request, client_address)
+        _shutdown(server, plan, request)
+    except BaseException:
+        _shutdown(server, plan, request)
+        raise
+    return 0
+
+
+cdef int take_and_dispatch(server, Plan plan, int listen_fd, char *buffer,
+                           Py_ssize_t buffer_size) except -1:
+    """Take one request the way the plan says and run its chain."""
+    cdef int status = HANDLED
+    cdef tuple taken
+    if plan.accept_kind == ACCEPT_STREAM:
+        taken = accept_stream(listen_fd, plan, &status)
+    elif plan.accept_kind == ACCEPT_DATAGRAM:
+        taken = recv_datagram(listen_fd, plan, buffer, buffer_size, &status)
+    else:
+        try:
+            request, client_address = server.get_request()
+        except OSError as exc:
+            return _status_of_errno(exc.errno or 0)
+        dispatch(server, plan, request, client_address)
+        return HANDLED
+    if taken is not None:
+        dispatch(server, plan, taken[0], taken[1])
+    return status
+
+
+cpdef int handle_request_noblock(server) except -1:
+    """The stdlib's ``BaseServer._handle_request_noblock``, every hook called.
+
+    Returns HANDLED, or what a failed ``get_request()`` says of the listener
+    (the stdlib ignores every OSError there, and so do we, but a loop that
+    retried at once would spin).
+    """
+    cdef int status = take_and_dispatch(server, _CALL_EVERY_HOOK, -1, NULL, 0)
+    return HANDLED if status == NOTHING_PENDING else status
