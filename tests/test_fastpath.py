@@ -164,6 +164,7 @@ def test_default_servers_get_the_c_plan(fs):
     ("shutdown_request", "shutdown", "call"),
     ("close_request", "shutdown", "call"),
     ("fileno", "accept", "call"),
+    ("service_actions", "service_actions_default", False),
 ])
 @pytest.mark.parametrize("where", ["class", "instance"])
 def test_an_override_takes_the_python_path(fs, hook, field, expected, where):

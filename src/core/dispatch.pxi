@@ -44,6 +44,7 @@ cdef class Plan:
     cdef readonly bint process_default   # process_request is BaseServer's
     cdef readonly bint finish_default    # finish_request is BaseServer's
     cdef readonly str shutdown           # "call", "stream" or "nothing"
+    cdef readonly bint service_actions_default  # BaseServer's: does nothing
     cdef readonly object listener        # server.socket, for the C accept kinds
     cdef readonly object socket_class    # type(server.socket), to wrap accepted fds
     cdef readonly object family, type, proto
@@ -52,8 +53,9 @@ cdef class Plan:
 
     def __init__(self, *, handle_one=None, accept="call", verify_default=False,
                  process_default=False, finish_default=False, shutdown="call",
-                 listener=None):
+                 service_actions_default=False, listener=None):
         self.handle_one = handle_one
+        self.service_actions_default = service_actions_default
         self.accept = accept
         self.accept_kind = _ACCEPT_KINDS[accept]
         self.verify_default = verify_default
@@ -73,7 +75,8 @@ cdef class Plan:
     def __repr__(self):
         return (f"Plan(handle_one={self.handle_one!r}, accept={self.accept!r}, "
                 f"verify_default={self.verify_default}, process_default={self.process_default}, "
-                f"finish_default={self.finish_default}, shutdown={self.shutdown!r})")
+                f"finish_default={self.finish_default}, shutdown={self.shutdown!r}, "
+                f"service_actions_default={self.service_actions_default})")
 
 
 cdef Plan _CALL_EVERY_HOOK = Plan()

@@ -134,7 +134,8 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
                     # try tells; a stream listener is blocking: ask first.
                     if plan.accept_kind != ACCEPT_DATAGRAM and not _readable_now(listen_fd):
                         break
-            server.service_actions()
+            if not plan.service_actions_default:
+                server.service_actions()
     finally:
         poller.close()
         free(buffer)

@@ -194,7 +194,7 @@ class Plan:
 
     def __init__(self, *, handle_one=None, accept="call", verify_default=False,
                  process_default=False, finish_default=False, shutdown="call",
-                 listener=None):
+                 service_actions_default=False, listener=None):
         if accept not in ("call", "stream", "datagram"):
             raise KeyError(accept)
         if shutdown not in ("call", "stream", "nothing"):
@@ -207,6 +207,7 @@ class Plan:
         self.process_default = process_default
         self.finish_default = finish_default
         self.shutdown = shutdown
+        self.service_actions_default = service_actions_default
         self.listener = listener
 
 

@@ -10,7 +10,8 @@ Both cores expose the same interface:
     ``wait(timeout) -> list of ready fds``, ``close()``, ``backend``.
     ``backend=None`` means ``$FASTSERVER_POLLER`` or the platform's best.
 ``Plan(*, handle_one=None, accept="call", verify_default=False,
-process_default=False, finish_default=False, shutdown="call", listener=None)``
+process_default=False, finish_default=False, shutdown="call",
+service_actions_default=False, listener=None)``
     which steps of the request chain the core may do itself; made by
     ``fastserver._plan.plan_for`` (the fast-path rule lives there).
 ``serve_forever(server, poll_interval, waker, plan)``

@@ -68,4 +68,5 @@ def plan_for(server, core):
         process_default=is_default(server, "process_request", BaseServer.process_request),
         finish_default=is_default(server, "finish_request", BaseServer.finish_request),
         shutdown=shutdown,
+        service_actions_default=is_default(server, "service_actions", BaseServer.service_actions),
     )
