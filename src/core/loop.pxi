@@ -47,6 +47,12 @@ cdef inline bint _shutdown_requested(server) except -1:
     return server._BaseServer__shutdown_request
 
 
+cdef inline int _service_actions(server, Plan plan) except -1:
+    if not plan.service_actions_default:
+        server.service_actions()
+    return 0
+
+
 cdef class _Backoff:
     """Pauses accepting after EMFILE/ENFILE/ENOBUFS/ENOMEM: the listener
     stays readable, so retrying at once would spin."""
@@ -63,14 +69,15 @@ cdef class _Backoff:
 def serve_forever(server, poll_interval, Waker waker not None, Plan plan not None):
     """Serve until ``server.shutdown()``: the loop of ``BaseServer.serve_forever``.
 
-    Each wake-up drains up to DRAIN_BATCH ready requests, then runs
-    ``service_actions()``; the drain also stops once ``poll_interval`` has
-    passed, so ``service_actions()`` runs at least that often.
+    Each wake-up drains up to DRAIN_BATCH ready requests before waiting
+    again.  ``service_actions()`` runs after every request and after every
+    wake-up without one, as in the stdlib (where each select() returns once
+    per request).
     """
     cdef int listen_fd = server.fileno()
     cdef int wake_fd = waker.read_fd
     cdef double interval = -1.0 if poll_interval is None else max(0.0, poll_interval)
-    cdef double timeout, drain_deadline
+    cdef double timeout
     cdef bint listening = True, listener_ready, listener_gone = False
     cdef int ready[MAX_EVENTS]
     cdef int n, i, handled, status
@@ -86,6 +93,7 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
     try:
         poller.register(listen_fd)
         poller.register(wake_fd)
+        waker._drain()  # a shutdown() of an earlier loop may have left a wake-up
         while not _shutdown_requested(server):
             timeout = interval
             if not listening and not listener_gone:
@@ -105,37 +113,39 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
                 poller.register(listen_fd)
                 listening = True
                 listener_ready = True  # try at once: the clients are waiting
-            if listener_ready:
-                drain_deadline = fs_monotonic() + interval
-                handled = 0
-                while True:
-                    if plan.handle_one is not None:
-                        plan.handle_one()
-                        status = HANDLED
-                    else:
-                        status = take_and_dispatch(server, plan, listen_fd, buffer, buffer_size)
-                    handled += 1
-                    if status == NOTHING_PENDING:
-                        break
-                    if status != HANDLED:
-                        poller.unregister(listen_fd)
-                        listening = False
-                        if status == BACK_OFF:
-                            backoff.failed()
-                        else:  # closed: wait for the waker alone until shutdown()
-                            listener_gone = True
-                        break
-                    backoff.succeeded()
-                    if (handled >= _DRAIN_BATCH
-                            or _shutdown_requested(server)
-                            or (interval >= 0 and fs_monotonic() >= drain_deadline)):
-                        break
-                    # Datagrams are received without waiting, so the next
-                    # try tells; a stream listener is blocking: ask first.
-                    if plan.accept_kind != ACCEPT_DATAGRAM and not _readable_now(listen_fd):
-                        break
-            if not plan.service_actions_default:
-                server.service_actions()
+            if not listener_ready:
+                _service_actions(server, plan)  # a timeout or a wake-up
+                continue
+            handled = 0
+            while True:
+                if plan.handle_one is not None:
+                    plan.handle_one()
+                    status = HANDLED
+                else:
+                    status = take_and_dispatch(server, plan, listen_fd, buffer, buffer_size)
+                if status == NOTHING_PENDING and handled:
+                    break  # our own probe found nothing: not a request
+                handled += 1
+                # After every request, as the stdlib's loop does after every
+                # select(): ForkingMixIn's max_children relies on it.
+                _service_actions(server, plan)
+                if status == NOTHING_PENDING:
+                    break
+                if status != HANDLED:
+                    poller.unregister(listen_fd)
+                    listening = False
+                    if status == BACK_OFF:
+                        backoff.failed()
+                    else:  # closed: wait for the waker alone until shutdown()
+                        listener_gone = True
+                    break
+                backoff.succeeded()
+                if handled >= _DRAIN_BATCH or _shutdown_requested(server):
+                    break
+                # Datagrams are received without waiting, so the next try
+                # tells; a stream listener is blocking: ask first.
+                if plan.accept_kind != ACCEPT_DATAGRAM and not _readable_now(listen_fd):
+                    break
     finally:
         poller.close()
         free(buffer)

@@ -218,23 +218,26 @@ def _shutdown_requested(server):
 def serve_forever(server, poll_interval, waker, plan):
     """Serve until ``server.shutdown()``: the loop of ``BaseServer.serve_forever``.
 
-    Each wake-up drains up to DRAIN_BATCH ready requests, then runs
-    ``service_actions()``; the drain also stops once ``poll_interval`` has
-    passed so ``service_actions()`` runs at least that often.
+    Each wake-up drains up to DRAIN_BATCH ready requests before waiting
+    again.  ``service_actions()`` runs after every request and after every
+    wake-up without one, as in the stdlib (where each select() returns once
+    per request).
     """
     listen_fd = server.fileno()
     wake_fd = waker.fileno()
     handle_one = plan.handle_one
+    service_actions = None if plan.service_actions_default else server.service_actions
     poller = Poller()
-    backoff = 0.0  # seconds to pause accepting; 0 when accepting normally
+    backoff = 0.0  # the current pause after EMFILE & co, 0 while accepting
     resume_at = 0.0
-    listening = True
+    listening, listener_gone = True, False
     try:
         poller.register(listen_fd)
         poller.register(wake_fd)
+        waker.drain()  # a shutdown() of an earlier loop may have left a wake-up
         while not _shutdown_requested(server):
             timeout = poll_interval
-            if not listening and resume_at != float("inf"):
+            if not listening and not listener_gone:
                 pause_left = max(0.0, resume_at - monotonic())
                 timeout = pause_left if timeout is None else min(timeout, pause_left)
             ready = poller.wait(timeout)
@@ -242,39 +245,36 @@ def serve_forever(server, poll_interval, waker, plan):
                 break
             if wake_fd in ready:
                 waker.drain()
-            if not listening and monotonic() >= resume_at:
+            listener_ready = listening and listen_fd in ready
+            if not listening and not listener_gone and monotonic() >= resume_at:
                 poller.register(listen_fd)
-                listening = True
-                ready = [listen_fd]  # try again at once: the clients are waiting
-            if listening and listen_fd in ready:
-                if poll_interval is None:
-                    drain_deadline = None
+                listening = listener_ready = True  # try at once: the clients are waiting
+            if not listener_ready:
+                if service_actions is not None:
+                    service_actions()  # a timeout or a wake-up
+                continue
+            for handled in range(1, DRAIN_BATCH + 1):
+                if handle_one is None:
+                    status = handle_request_noblock(server)
                 else:
-                    drain_deadline = monotonic() + poll_interval
-                for handled in range(1, DRAIN_BATCH + 1):
-                    if handle_one is None:
-                        status = handle_request_noblock(server)
-                    else:
-                        handle_one()
-                        status = HANDLED
-                    if status != HANDLED:
-                        poller.unregister(listen_fd)
-                        listening = False
-                        if status == BACK_OFF:
-                            backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, backoff * 2))
-                            resume_at = monotonic() + backoff
-                        else:  # closed: wait for the waker alone until shutdown()
-                            resume_at = float("inf")
-                        break
-                    backoff = 0.0
-                    if (
-                        handled == DRAIN_BATCH
-                        or _shutdown_requested(server)
-                        or (drain_deadline is not None and monotonic() >= drain_deadline)
-                        or not wait_readable(listen_fd, 0)
-                    ):
-                        break
-            server.service_actions()
+                    handle_one()
+                    status = HANDLED
+                # After every request, as the stdlib's loop does after every
+                # select(): ForkingMixIn's max_children relies on it.
+                if service_actions is not None:
+                    service_actions()
+                if status != HANDLED:
+                    poller.unregister(listen_fd)
+                    listening = False
+                    if status == BACK_OFF:
+                        backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, backoff * 2))
+                        resume_at = monotonic() + backoff
+                    else:  # closed: wait for the waker alone until shutdown()
+                        listener_gone = True
+                    break
+                backoff = 0.0
+                if _shutdown_requested(server) or not wait_readable(listen_fd, 0):
+                    break
     finally:
         poller.close()
 
