@@ -21,6 +21,7 @@ import socket as _socket
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_DecodeASCII
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 from libc.stdlib cimport malloc, realloc, free
 

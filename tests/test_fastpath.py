@@ -239,3 +239,32 @@ def test_udp_max_packet_size_truncates_like_the_stdlib(ss):
         thread.join(10)
         server.server_close()
     assert [len(data) for data in got] == [0, 1, 100, 100, 100]
+
+
+@pytest.mark.skipif(os.uname().sysname != "Linux", reason="all of 127/8 is loopback on Linux")
+def test_ipv4_client_addresses_are_formatted_like_the_socket_module(fs):
+    """The core formats IPv4 addresses itself: every octet width, and 0."""
+    sources = ["127.0.0.1", "127.9.10.99", "127.100.255.0", "127.255.254.1", "127.1.0.10"]
+    seen = []
+
+    class Handler(fs.BaseRequestHandler):
+        def handle(self):
+            seen.append(self.client_address)
+
+    server = fs.TCPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    expected = []
+    try:
+        for source in sources:
+            with socket.socket() as client:
+                client.bind((source, 0))
+                client.settimeout(5)
+                client.connect(server.server_address)
+                expected.append(client.getsockname())
+                client.recv(1)  # EOF once the handler is done
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+    assert seen == expected

@@ -9,12 +9,13 @@ cdef object make_sockaddr(sockaddr *addr, socklen_t addrlen):
     cdef sockaddr_in6 *v6
     cdef sockaddr_un *unix_addr
     cdef Py_ssize_t path_len
+    cdef int length
     if addrlen == 0:
         return None
     if addr.sa_family == AF_INET:
         v4 = <sockaddr_in *>addr
-        inet_ntop(AF_INET, &v4.sin_addr, text, sizeof(text))
-        return (text.decode("ascii"), ntohs(v4.sin_port))
+        length = fs_format_ipv4(&v4.sin_addr, text)
+        return (PyUnicode_DecodeASCII(text, length, NULL), ntohs(v4.sin_port))
     if addr.sa_family == AF_INET6:
         v6 = <sockaddr_in6 *>addr
         inet_ntop(AF_INET6, &v6.sin6_addr, text, sizeof(text))

@@ -112,6 +112,7 @@ cdef extern from "includes/compat.h" nogil:
     const int INET_ADDRSTRLEN
     const int INET6_ADDRSTRLEN
     const int MSG_DONTWAIT
+    int fs_format_ipv4(const in_addr *addr, char *out)
     const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
     unsigned short ntohs(unsigned short)
     uint32_t ntohl(uint32_t)
