@@ -150,6 +150,7 @@ def test_keyboard_interrupt_stops_serve_forever_cleanly(fs):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_forked_child_gets_its_own_waker(fs):
     """A child serving with an inherited server object must not share the
     parent's wake-up fd: its shutdown() must not wake, or be stolen by, the
