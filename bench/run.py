@@ -1,0 +1,691 @@
+"""The fastserver bench: stdlib socketserver vs fastserver, one command.
+
+For each workload it starts a server (bench/servers.py) pinned to CPU 0 and
+drives it with a load generator pinned to CPU 1: bench/loadgen.c (built here
+with the system ``cc -O2`` into bench/.build/) or, for HTTP, ``wrk``.  Runs
+alternate stdlib, fastserver, stdlib, fastserver, ... (--runs each).  Over
+the measured window (after a warm-up) it reads the server's utime+stime from
+/proc/PID/stat, so besides throughput and latency it reports the server's
+CPU time per operation, which tells fast servers apart even where the
+client's core is the limit.  It prints the median of the runs per
+implementation, the spread of the runs, and the fastserver/stdlib ratios;
+--json writes every raw run too.  The ``shutdown`` row runs
+bench/shutdown_latency.py.
+
+    python bench/run.py [--quick] [--runs 3] [--duration 3] [--warmup 1]
+                        [--workloads tcp-base,udp-base,...] [--json out.json]
+                        [--backlog 64] [--quiet-wait 20] [--retries 2]
+
+``--quick`` is one run each of 1 s: a smoke test
+(``python bench/run.py --quick --workloads tcp-base,udp-base`` takes ~10 s).
+
+Columns: ops/s, p50/p99 latency (from the load generator), srv us/op (server
+CPU per operation, the figure to compare), spread (± half the range of srv
+us/op over the runs), srv% and gen% (server's and load generator's CPU, in %
+of a core: gen% near 100 means the client, not the server, set the pace),
+bg% (CPU that anything else used on the two cores during the window: the
+machine may be shared; a run with bg% above 10 is redone, up to --retries
+times, after waiting up to --quiet-wait s for idle cores, and flagged if
+still disturbed), err (errors),
+and the fastserver/stdlib ratios of srv us/op (lower is better) and ops/s.
+
+The TCP servers get a listen() backlog of 64 (--backlog; the classes'
+default is 5): 8 to 50 connections opening at once overflow a backlog of 5,
+the kernel drops SYNs and each drop stalls a client for the 1 s SYN
+retransmission timer, which would measure the timer, not the server.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import selectors
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import fastserver
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+LOADGEN_SRC = os.path.join(BENCH, "loadgen.c")
+LOADGEN = os.path.join(BENCH, ".build", "loadgen")
+SERVERS = os.path.join(BENCH, "servers.py")
+SHUTDOWN = os.path.join(BENCH, "shutdown_latency.py")
+SERVER_CPU, CLIENT_CPU = "0", "1"  # the first two CPUs we may use: see pick_cpus()
+IMPLS = ("stdlib", "fastserver")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Workload:
+    server: str          # the servers.py workload
+    driver: str          # "loadgen" or "wrk"
+    mode: str = ""       # loadgen mode
+    concurrency: int = 1
+    size: int = 64
+    keepalive: bool = True  # wrk only
+
+
+WORKLOADS = {
+    "tcp-base": Workload("tcp-base", "loadgen", "tcp-conn", 8, 6),
+    "tcp-stream": Workload("tcp-stream", "loadgen", "tcp-conn", 8, 6),
+    "udp-base": Workload("udp-base", "loadgen", "udp-rr", 32, 64),
+    "udp-dgram": Workload("udp-dgram", "loadgen", "udp-rr", 32, 64),
+    "tcp-persistent": Workload("tcp-persistent", "loadgen", "tcp-rr", 50, 64),
+    "tcp-persistent-1": Workload("tcp-persistent", "loadgen", "tcp-rr", 1, 64),
+    "http-close": Workload("http", "wrk", concurrency=10, keepalive=False),
+    "http-keepalive": Workload("http", "wrk", concurrency=10, keepalive=True),
+}
+ALIASES = {"http": ["http-close", "http-keepalive"]}
+DEFAULT_WORKLOADS = list(WORKLOADS) + ["shutdown"]
+
+
+class BenchError(Exception):
+    pass
+
+
+# ---- the load generator ---------------------------------------------------
+
+def build_loadgen():
+    """Compile loadgen.c unless the binary is newer than the source."""
+    if (os.path.exists(LOADGEN)
+            and os.path.getmtime(LOADGEN) >= os.path.getmtime(LOADGEN_SRC)):
+        return
+    os.makedirs(os.path.dirname(LOADGEN), exist_ok=True)
+    cc = os.environ.get("CC", "cc")
+    cmd = [cc, "-O2", "-std=c99", "-Wall", "-o", LOADGEN, LOADGEN_SRC]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BenchError(f"building the load generator failed: {' '.join(cmd)}\n"
+                         f"{result.stderr}")
+
+
+# ---- CPU accounting -------------------------------------------------------
+
+def process_cpu_seconds(pid):
+    """utime + stime of a process (all its threads, live and exited)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def cpus_busy_seconds():
+    """Non-idle time of the server's and the client's CPUs (/proc/stat), in s."""
+    wanted = {"cpu" + SERVER_CPU, "cpu" + CLIENT_CPU}
+    busy = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *ticks = line.split()
+            if name in wanted:
+                ticks = [int(t) for t in ticks[:8]]
+                busy += (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+    return busy
+
+
+class Window:
+    """Server CPU and both cores' busy time at the edges of a measured window."""
+
+    def __init__(self, server):
+        self.server = server
+        self.start = self.end = None
+
+    def sample(self):
+        return self.server.cpu(), cpus_busy_seconds()
+
+    def open(self):
+        self.start = self.sample()
+
+    def close(self):
+        self.end = self.sample()
+
+    def result(self, client_cpu_s):
+        """server_cpu_s, and other_cpu_s: what else ran on the two cores."""
+        if self.start is None or self.end is None:
+            raise BenchError("the measured window never opened or closed")
+        server = self.end[0] - self.start[0]
+        busy = self.end[1] - self.start[1]
+        return {"server_cpu_s": server,
+                "other_cpu_s": max(0.0, busy - server - (client_cpu_s or 0))}
+
+
+def wait_for_quiet(max_wait, threshold=0.15, step=0.5):
+    """Wait up to max_wait s until both cores together are < threshold busy.
+
+    The machine may be shared: a run started while other processes are busy
+    measures them too.  Returns how busy the cores were when it gave up or
+    went ahead, in cores.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        before = cpus_busy_seconds()
+        time.sleep(step)
+        busy = (cpus_busy_seconds() - before) / step
+        if busy < threshold or time.monotonic() >= deadline:
+            return busy
+
+
+def listen_overflows():
+    """The kernel's TcpExt ListenOverflows counter (full accept queues)."""
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = [line.split() for line in f if line.startswith("TcpExt:")]
+        return int(dict(zip(lines[0], lines[1]))["ListenOverflows"])
+    except (OSError, KeyError, IndexError, ValueError):
+        return 0
+
+
+# ---- the server process ---------------------------------------------------
+
+class Server:
+    """A servers.py subprocess pinned to SERVER_CPU; stopped by its pid."""
+
+    def __init__(self, impl, workload, tmpdir, backlog):
+        self.ready_file = os.path.join(tmpdir, f"{impl}-{workload}.port")
+        self.log_path = os.path.join(tmpdir, f"{impl}-{workload}.log")
+        self.log = open(self.log_path, "w")
+        cmd = ["taskset", "-c", SERVER_CPU, sys.executable, SERVERS,
+               "--impl", impl, "--workload", workload, "--port", "0",
+               "--ready-file", self.ready_file, "--backlog", str(backlog)]
+        # taskset execs python: self.proc.pid is the server's own pid.
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            self.port = self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def output(self):
+        """What the server printed (stdout and stderr) so far."""
+        if not self.log.closed:
+            self.log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def wait_ready(self, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.path.exists(self.ready_file):
+                with open(self.ready_file) as f:
+                    return int(f.read())
+            if self.proc.poll() is not None:
+                raise BenchError(f"server exited with {self.proc.returncode} "
+                                 f"before it was ready:\n{self.output()}")
+            time.sleep(0.02)
+        raise BenchError(f"server not ready after {timeout} s:\n{self.output()}")
+
+    def cpu(self):
+        return process_cpu_seconds(self.proc.pid)
+
+    def stop(self):
+        """SIGTERM, then SIGKILL if it does not exit; returns its exit code."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+        if os.path.exists(self.ready_file):
+            os.unlink(self.ready_file)
+        return self.proc.returncode
+
+
+# ---- drivers ----------------------------------------------------------------
+
+def run_loadgen(server, spec, duration, warmup):
+    """Run loadgen; sample the server's CPU at its measure-start/-end lines."""
+    deadline = warmup + duration + 15
+    cmd = ["taskset", "-c", CLIENT_CPU, LOADGEN, "--mode", spec.mode,
+           "--addr", f"127.0.0.1:{server.port}", "--size", str(spec.size),
+           "--concurrency", str(spec.concurrency), "--duration", str(duration),
+           "--warmup", str(warmup), "--deadline", str(deadline)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    window = Window(server)
+    try:
+        messages = follow_loadgen(proc, window, server, deadline + 5)
+        out = proc.stdout.read()
+        proc.wait(timeout=5)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    if not out.strip():
+        raise BenchError(f"loadgen printed no result (exit {proc.returncode}):\n"
+                         + "".join(messages))
+    result = json.loads(out)
+    if result["timed_out"] or window.end is None:
+        raise BenchError("loadgen never finished measuring:\n" + "".join(messages))
+    client_cpu_s = result["client_cpu_pct"] * result["seconds"] / 100
+    result.update(window.result(client_cpu_s))
+    result["messages"] = messages
+    return result
+
+
+def follow_loadgen(proc, window, server, timeout):
+    """Read loadgen's stderr; sample CPU times at the window's edges."""
+    messages = []
+    end = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise BenchError("loadgen overran its deadline")
+            if server.proc.poll() is not None:
+                raise BenchError(f"the server exited with {server.proc.returncode} "
+                                 "during the run")
+            if not sel.select(min(left, 0.5)):
+                continue
+            line = proc.stderr.readline()
+            if not line:
+                return messages
+            if line.strip() == "measure-start":
+                window.open()
+            elif line.strip() == "measure-end":
+                window.close()
+            else:
+                messages.append(line)
+
+
+WRK_UNITS = {"us": 1, "ms": 1e3, "s": 1e6, "m": 60e6}
+
+
+def parse_wrk(text):
+    """ops, seconds, ops/s, latency percentiles and errors from wrk --latency."""
+    def number(pattern, default=None):
+        match = re.search(pattern, text)
+        if not match:
+            if default is None:
+                raise BenchError(f"cannot parse wrk output:\n{text}")
+            return default
+        return match.groups()
+
+    ops, seconds = number(r"(\d+) requests in ([\d.]+)(\w+),")[:2]
+    unit = re.search(r"requests in [\d.]+(\w+),", text).group(1)
+    seconds = float(seconds) * WRK_UNITS.get(unit, 1e6) / 1e6
+    result = {"ops": int(ops), "seconds": seconds,
+              "ops_per_sec": float(number(r"Requests/sec:\s+([\d.]+)")[0])}
+    for pct, key in (("50", "p50_us"), ("90", "p90_us"), ("99", "p99_us")):
+        value, unit = number(rf"\n\s+{pct}%\s+([\d.]+)(\w+)")
+        result[key] = float(value) * WRK_UNITS[unit]
+    socket_errors = number(r"Socket errors: connect (\d+), read (\d+), "
+                           r"write (\d+), timeout (\d+)", ("0",) * 4)
+    non2xx = number(r"Non-2xx or 3xx responses: (\d+)", ("0",))
+    result["errors"] = sum(map(int, socket_errors)) + int(non2xx[0])
+    return result
+
+
+def wrk_command(server, spec, seconds):
+    cmd = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{spec.concurrency}",
+           f"-d{seconds}s", "--timeout", "2s", "--latency"]
+    if not spec.keepalive:
+        cmd += ["-H", "Connection: close"]
+    return cmd + [f"http://127.0.0.1:{server.port}/"]
+
+
+def wrk(cmd, timeout, window=None):
+    """Run wrk; returns (exit code, stdout, stderr, wrk's CPU seconds)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        if window:
+            window.open()
+        deadline = time.monotonic() + timeout
+        pid = 0
+        try:
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"wrk overran {timeout} s")
+                time.sleep(0.05)
+        finally:
+            if not pid:
+                os.kill(proc.pid, signal.SIGKILL)
+                os.waitpid(proc.pid, 0)
+        if window:
+            window.close()
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4
+        out.seek(0)
+        err.seek(0)
+        return proc.returncode, out.read(), err.read(), usage.ru_utime + usage.ru_stime
+
+
+def run_wrk(server, spec, duration, warmup):
+    """Warm up with one wrk run, then measure with another."""
+    seconds = max(1, round(duration))  # wrk takes whole seconds only
+    if warmup > 0:
+        wrk(wrk_command(server, spec, max(1, round(warmup))), warmup + 30)
+    window = Window(server)
+    code, out, err, client_cpu_s = wrk(wrk_command(server, spec, seconds),
+                                       seconds + 30, window)
+    if code != 0:
+        raise BenchError(f"wrk failed ({code}):\n{err}")
+    result = parse_wrk(out)
+    result.update(window.result(client_cpu_s))
+    # wrk's own CPU over its whole run (connecting included), per second measured
+    result["client_cpu_pct"] = 100 * client_cpu_s / result["seconds"]
+    result["wrk_output"] = out
+    return result
+
+
+# ---- one run, one workload --------------------------------------------------
+
+def one_run(impl, name, args, tmpdir):
+    spec = WORKLOADS[name]
+    duration, warmup = args.duration, args.warmup
+    if args.quiet_wait:
+        busy = wait_for_quiet(args.quiet_wait)
+        if busy >= 0.15:
+            print(f"  note: cores still {100 * busy:.0f}% busy after waiting "
+                  f"{args.quiet_wait} s for quiet; running anyway", file=sys.stderr)
+    overflows = listen_overflows()
+    server = Server(impl, spec.server, tmpdir, args.backlog)
+    try:
+        driver = run_wrk if spec.driver == "wrk" else run_loadgen
+        result = driver(server, spec, duration, warmup)
+        if server.proc.poll() is not None:
+            raise BenchError(f"the server exited with {server.proc.returncode} "
+                             "during the run")
+    except BenchError as exc:
+        raise BenchError(f"{name}/{impl}: {exc}\nserver output:\n"
+                         f"{server.output()}") from None
+    finally:
+        code = server.stop()
+    if code != 0:
+        raise BenchError(f"server exited with {code} after SIGTERM:\n{server.output()}")
+    result.update(impl=impl, workload=name,
+                  listen_overflows=listen_overflows() - overflows)
+    ops = result["ops"]
+    if not ops:
+        raise BenchError(f"{name}/{impl}: no operation completed: "
+                         f"{''.join(result.get('messages', []))}\n{server.output()}")
+    result["server_us_per_op"] = result["server_cpu_s"] * 1e6 / ops
+    result["server_cpu_pct"] = 100 * result["server_cpu_s"] / result["seconds"]
+    result["other_cpu_pct"] = 100 * result["other_cpu_s"] / result["seconds"]
+    return result
+
+
+BUSY_LIMIT = 10  # % of a core used by other processes that marks a run disturbed
+CLIENT_BOUND = 95  # gen% above which the load generator, not the server, sets the pace
+
+
+def measured_run(impl, name, args, tmpdir):
+    """One run; redone up to --retries times while other processes disturb it.
+
+    Returns the kept run and the discarded ones (marked so in the JSON).
+    """
+    discarded = []
+    while True:
+        result = one_run(impl, name, args, tmpdir)
+        if result["other_cpu_pct"] <= BUSY_LIMIT or len(discarded) >= args.retries:
+            return result, discarded
+        print(f"  note: {name}/{impl}: other processes used "
+              f"{result['other_cpu_pct']:.0f}% of a core: run again", file=sys.stderr)
+        result["discarded"] = True
+        discarded.append(result)
+
+
+def run_workload(name, args, tmpdir, all_runs):
+    """Alternate stdlib and fastserver runs; return kept and discarded runs.
+
+    Each run is also appended to all_runs as soon as it is done.
+    """
+    runs = []
+    for i in range(args.runs):
+        for impl in IMPLS:
+            result, discarded = measured_run(impl, name, args, tmpdir)
+            for r in discarded + [result]:
+                r["run"] = i
+            warn_about(result)
+            runs += discarded + [result]
+            all_runs += discarded + [result]
+    return runs
+
+
+def warn_about(result):
+    label = f"{result['workload']}/{result['impl']}"
+    if result.get("errors"):
+        print(f"  warning: {label}: {result['errors']} errors", file=sys.stderr)
+    if result.get("lost"):
+        print(f"  warning: {label}: {result['lost']} datagrams resent after a "
+              "timeout", file=sys.stderr)
+    if result.get("listen_overflows"):
+        print(f"  warning: {label}: the kernel counted {result['listen_overflows']} "
+              "accept-queue overflows during the run (SYNs dropped, 1 s retries; "
+              "the counter is system-wide, so they may be another process's)",
+              file=sys.stderr)
+    if result["other_cpu_pct"] > BUSY_LIMIT:
+        print(f"  warning: {label}: other processes used {result['other_cpu_pct']:.0f}% "
+              "of a core during the run: figures disturbed", file=sys.stderr)
+
+
+# ---- summary ----------------------------------------------------------------
+
+def median_of(runs, key):
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def spread_of(runs, key):
+    """(max - min) / median of the runs, in percent."""
+    values = [r[key] for r in runs if r.get(key) is not None]
+    if len(values) < 2 or not statistics.median(values):
+        return None
+    return 100 * (max(values) - min(values)) / statistics.median(values)
+
+
+def summarize(name, runs):
+    rows = {}
+    for impl in IMPLS:
+        mine = [r for r in runs if r["impl"] == impl and not r.get("discarded")]
+        rows[impl] = {key: median_of(mine, key) for key in (
+            "ops_per_sec", "p50_us", "p99_us", "server_us_per_op",
+            "server_cpu_pct", "client_cpu_pct", "other_cpu_pct")}
+        rows[impl]["spread_ops_pct"] = spread_of(mine, "ops_per_sec")
+        rows[impl]["spread_us_per_op_pct"] = spread_of(mine, "server_us_per_op")
+        rows[impl]["errors"] = sum(r.get("errors") or 0 for r in mine)
+        rows[impl]["runs"] = len(mine)
+    std, fast = rows["stdlib"], rows["fastserver"]
+    ratio = lambda key: (fast[key] / std[key]) if fast[key] and std[key] else None
+    return {"workload": name, "stdlib": std, "fastserver": fast,
+            "ratio_us_per_op": ratio("server_us_per_op"),
+            "ratio_ops_per_sec": ratio("ops_per_sec")}
+
+
+def fmt(value, spec, width):
+    return f"{'-' if value is None else format(value, spec):>{width}}"
+
+
+def fmt_spread(spread, width):
+    """± half the range, in percent."""
+    return f"{'-' if spread is None else f'±{spread / 2:.0f}%':>{width}}"
+
+
+HEADER = (f"{'workload':<18}{'impl':<12}{'ops/s':>10}{'p50 us':>9}{'p99 us':>9}"
+          f"{'srv us/op':>11}{'spread':>8}{'srv%':>6}{'gen%':>6}{'bg%':>5}{'err':>5}"
+          f"{'us/op ratio':>13}{'ops/s ratio':>13}")
+
+
+def print_summary(summary):
+    for impl in IMPLS:
+        row = summary[impl]
+        cells = [f"{summary['workload']:<18}{impl:<12}",
+                 fmt(row["ops_per_sec"], ",.0f", 10),
+                 fmt(row["p50_us"], ".0f", 9),
+                 fmt(row["p99_us"], ".0f", 9),
+                 fmt(row["server_us_per_op"], ".1f", 11),
+                 fmt_spread(row["spread_us_per_op_pct"], 8),
+                 fmt(row["server_cpu_pct"], ".0f", 6),
+                 fmt(row["client_cpu_pct"], ".0f", 6),
+                 fmt(row["other_cpu_pct"], ".0f", 5),
+                 fmt(row["errors"], "d", 5)]
+        if impl == "fastserver":
+            cells += [fmt(summary["ratio_us_per_op"], ".2f", 13),
+                      fmt(summary["ratio_ops_per_sec"], ".2f", 13)]
+        print("".join(cells), flush=True)
+    if any((summary[impl]["client_cpu_pct"] or 0) > CLIENT_BOUND for impl in IMPLS):
+        print(f"{'':<18}^ client-bound: the load generator's core is saturated, so "
+              "ops/s is its limit; compare srv us/op", flush=True)
+
+
+# ---- the shutdown row -------------------------------------------------------
+
+def run_shutdown(quick, tmpdir):
+    out = os.path.join(tmpdir, "shutdown.json")
+    # both cores, as the script is meant to run (run.py pins itself to one)
+    cmd = ["taskset", "-c", f"{SERVER_CPU},{CLIENT_CPU}", sys.executable, SHUTDOWN,
+           "--json", out]
+    if quick:
+        cmd += ["--trials", "5"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise BenchError(f"shutdown_latency.py failed:\n{done.stderr}")
+    with open(out) as f:
+        return json.load(f)
+
+
+def print_shutdown(result):
+    std, fast = result["stdlib"]["median_ms"], result["fastserver"]["median_ms"]
+    print(f"{'shutdown':<18}{'stdlib':<12}median {std:8.3f} ms  "
+          f"(p90 {result['stdlib']['p90_ms']:.3f} ms)")
+    print(f"{'shutdown':<18}{'fastserver':<12}median {fast:8.3f} ms  "
+          f"(p90 {result['fastserver']['p90_ms']:.3f} ms)"
+          f"  ratio {fast / std:.4f} ({result['trials']} trials, "
+          f"poll_interval {result['poll_interval']} s)", flush=True)
+
+
+# ---- main -------------------------------------------------------------------
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 1 run each, 1 s, 0.5 s warm-up")
+    parser.add_argument("--runs", type=int, default=3, help="runs per implementation")
+    parser.add_argument("--duration", type=float, default=3, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=1, help="warm-up seconds per run")
+    parser.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
+                        help="comma-separated; 'http' means both http rows. "
+                             "Known: " + ", ".join(DEFAULT_WORKLOADS))
+    parser.add_argument("--backlog", type=int, default=64,
+                        help="listen() backlog of the TCP servers, both impls "
+                             "(0: the classes' default, 5, which drops SYNs)")
+    parser.add_argument("--quiet-wait", type=float, default=None,
+                        help="before each run, wait up to this many seconds for "
+                             "other processes to leave the cores idle "
+                             "(default 20, 0 with --quick)")
+    parser.add_argument("--retries", type=int, default=None,
+                        help="redo a run disturbed by other processes (bg%% > "
+                             f"{BUSY_LIMIT}) up to this many times (default 2, 0 "
+                             "with --quick)")
+    parser.add_argument("--json", help="write the summary and every raw run here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs, args.duration, args.warmup = 1, 1, 0.5
+    if args.quiet_wait is None:
+        args.quiet_wait = 0 if args.quick else 20
+    if args.retries is None:
+        args.retries = 0 if args.quick else 2
+    names = []
+    for name in filter(None, args.workloads.split(",")):
+        for real in ALIASES.get(name, [name]):
+            if real not in WORKLOADS and real != "shutdown":
+                parser.error(f"unknown workload {real!r}; known: "
+                             + ", ".join(DEFAULT_WORKLOADS + list(ALIASES)))
+            names.append(real)
+    args.names = names
+    return args
+
+
+def pick_cpus():
+    """Server and client CPUs: the first two this process may run on."""
+    global SERVER_CPU, CLIENT_CPU
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        print(f"note: only CPU {allowed[0]} is available: server and load generator "
+              "share it, so the figures mean little (a smoke test still works)")
+        allowed *= 2
+    SERVER_CPU, CLIENT_CPU = str(allowed[0]), str(allowed[1])
+
+
+def check_environment(names):
+    if shutil.which("taskset") is None:
+        raise BenchError("taskset not found (util-linux)")
+    if any(WORKLOADS[n].driver == "wrk" for n in names if n in WORKLOADS) \
+            and shutil.which("wrk") is None:
+        print("wrk not installed: skipping http (apt-get install wrk)", flush=True)
+        names = [n for n in names if n not in WORKLOADS or WORKLOADS[n].driver != "wrk"]
+    if any(n in WORKLOADS and WORKLOADS[n].driver == "loadgen" for n in names):
+        build_loadgen()
+    return names
+
+
+def source_state():
+    """The checkout's commit, and whether src/ differs from it."""
+    def git(*cmd):
+        done = subprocess.run(["git", "-C", BENCH, *cmd], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else None
+    return {"commit": git("rev-parse", "HEAD"),
+            "src_modified": bool(git("status", "--porcelain", "--", "../src")),
+            "fastserver_file": fastserver.__file__}
+
+
+def metadata(args):
+    return {**source_state(),
+            "python": sys.version.split()[0], "core": fastserver.CORE_IMPLEMENTATION,
+            "platform": platform.platform(), "cpus": os.cpu_count(),
+            "runs": args.runs, "duration": args.duration, "warmup": args.warmup,
+            "backlog": args.backlog, "loadavg_at_start": os.getloadavg(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    report = {"meta": {}, "summary": [], "runs": []}
+    # SIGTERM unwinds like Ctrl-C, so the finally clauses stop the server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    pick_cpus()
+    # Keep this process, which wakes at the window's edges, off the server's core.
+    os.sched_setaffinity(0, {int(CLIENT_CPU)})
+    try:
+        names = check_environment(args.names)
+        meta = report["meta"] = metadata(args)
+        print(f"fastserver bench: core={meta['core']}, python {meta['python']}, "
+              f"{args.runs} run(s) x {args.duration} s (+{args.warmup} s warm-up) "
+              f"per implementation; server on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}; "
+              f"TCP backlog {args.backlog}; load average {os.getloadavg()[0]:.2f}")
+        print("medians of the runs; spread = ± half the range of srv us/op; "
+              "ratios = fastserver/stdlib (us/op: lower is better)")
+        print(HEADER, flush=True)
+        with tempfile.TemporaryDirectory(prefix="fastserver-bench-") as tmpdir:
+            for name in names:
+                if name == "shutdown":
+                    report["shutdown"] = run_shutdown(args.quick, tmpdir)
+                    print_shutdown(report["shutdown"])
+                    continue
+                runs = run_workload(name, args, tmpdir, report["runs"])
+                summary = summarize(name, runs)
+                report["summary"].append(summary)
+                print_summary(summary)
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        report["error"] = str(exc)
+        return 1
+    finally:
+        if args.json:  # what was measured, even when a run failed
+            with open(args.json, "w") as out:
+                json.dump(report, out, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
