@@ -268,3 +268,77 @@ def test_ipv4_client_addresses_are_formatted_like_the_socket_module(fs):
         thread.join(10)
         server.server_close()
     assert seen == expected
+
+
+def test_accepted_socket_is_a_complete_socket(fs):
+    """What the core builds behaves as socket.accept()'s socket in every way
+    a handler can see: slots, repr, makefile, dup, close."""
+    if fs is fastserver and _engine.core is _engine.compiled_core:
+        assert _engine.compiled_core.FAST_SOCKET_CONSTRUCTION
+    seen = {}
+
+    class Handler(fs.BaseRequestHandler):
+        def handle(self):
+            sock = self.request
+            seen["slots"] = (sock._io_refs, sock._closed)
+            seen["repr"] = repr(sock).startswith("<socket.socket fd=")
+            seen["peer"] = sock.getpeername() == self.client_address
+            with sock.makefile("rb") as rfile:
+                seen["line"] = rfile.readline()
+            with sock.dup() as twin:
+                seen["dup"] = twin.family == sock.family and twin.fileno() != sock.fileno()
+            sock.sendall(b"ok")
+            seen["fd"] = sock.fileno()
+
+    server = fs.TCPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(server.server_address, timeout=5) as client:
+            client.sendall(b"hello\n")
+            assert client.recv(16) == b"ok"
+            assert client.recv(16) == b""  # closed by shutdown_request
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+    assert seen["slots"] == (0, False) and seen["repr"] and seen["peer"] and seen["dup"]
+    assert seen["line"] == b"hello\n"
+    with pytest.raises(OSError):
+        os.fstat(seen["fd"])  # really closed
+
+
+AUDIT_CHILD = r"""
+import socket, sys, threading
+events = []
+sys.addaudithook(lambda event, args: events.append(args[1:]) if event == "socket.__new__" else None)
+import socketserver, fastserver
+from fastserver import _engine
+module = socketserver if sys.argv[1] == "stdlib" else fastserver
+if sys.argv[1] == "py":
+    _engine.core = _engine.python_core
+server = module.TCPServer(("127.0.0.1", 0), module.BaseRequestHandler)
+thread = threading.Thread(target=server.serve_forever, args=(0.05,))
+thread.start()
+events.clear()
+for _ in range(3):
+    with socket.create_connection(server.server_address) as client:
+        client.recv(1)
+server.shutdown(); thread.join(); server.server_close()
+print(len(events), sorted(set(events)))
+"""
+
+
+def test_accepted_sockets_raise_the_audit_event_like_the_stdlib():
+    import subprocess
+    import sys
+
+    outputs = {}
+    for variant in ("stdlib", "c", "py"):
+        result = subprocess.run([sys.executable, "-c", AUDIT_CHILD, variant],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        outputs[variant] = result.stdout
+    # The clients' own sockets count too: 3 clients + 3 accepted sockets.
+    assert outputs["stdlib"] == outputs["c"] == outputs["py"]
+    assert outputs["stdlib"].startswith("6 ")

@@ -48,6 +48,7 @@ cdef class Plan:
     cdef readonly object listener        # server.socket, for the C accept kinds
     cdef readonly object socket_class    # type(server.socket), to wrap accepted fds
     cdef readonly object family, type, proto
+    cdef int family_c, type_c, proto_c
     cdef AcceptKind accept_kind
     cdef ShutdownKind shutdown_kind
 
@@ -68,9 +69,9 @@ cdef class Plan:
             if listener is None:
                 raise ValueError(f"accept={accept!r} needs the listening socket")
             self.socket_class = type(listener)
-            self.family = int(listener.family)
-            self.type = int(listener.type)
-            self.proto = int(listener.proto)
+            self.family = self.family_c = int(listener.family)
+            self.type = self.type_c = int(listener.type)
+            self.proto = self.proto_c = int(listener.proto)
 
     def __repr__(self):
         return (f"Plan(handle_one={self.handle_one!r}, accept={self.accept!r}, "

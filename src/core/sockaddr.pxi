@@ -32,6 +32,86 @@ cdef object make_sockaddr(sockaddr *addr, socklen_t addrlen):
     raise NotImplementedError(f"address family {addr.sa_family}")
 
 
+cdef extern from *:
+    """
+    /* The leading fields of CPython's socket object (PySocketSockObject in
+     * Modules/socketmodule.h: the same on POSIX from 3.7 to 3.13).
+     * socket.socket(family, type, proto, fileno) runs a Python __init__ and
+     * a getsockname() to validate the fd; an accepted fd needs neither, so
+     * the core fills these fields itself, after tp_new has set the rest
+     * (timeout, error handler, module state) as the constructor would.
+     * fs_socket_layout_ok() checks the layout against a real socket at
+     * import; if it ever differs, the core calls the constructor. */
+    typedef struct {
+        PyObject_HEAD
+        int sock_fd;
+        int sock_family;
+        int sock_type;
+        int sock_proto;
+    } fs_socket_head;
+
+    static PyObject *fs_socket_from_fd(PyObject *cls, int fd, int family, int type, int proto)
+    {
+        static PyObject *no_args = NULL;
+        PyTypeObject *tp = (PyTypeObject *)cls;
+        if (no_args == NULL && (no_args = PyTuple_New(0)) == NULL)
+            return NULL;
+        PyObject *sock = tp->tp_new(tp, no_args, NULL);
+        if (sock == NULL)
+            return NULL;
+        /* As socket.__init__ does, before the object owns the fd. */
+        if (PySys_Audit("socket.__new__", "Oiii", sock, family, type, proto) < 0) {
+            Py_DECREF(sock);
+            return NULL;
+        }
+        fs_socket_head *head = (fs_socket_head *)sock;
+        head->sock_fd = fd;
+        head->sock_family = family;
+        head->sock_type = type;
+        head->sock_proto = proto;
+        return sock;
+    }
+
+    static int fs_socket_layout_ok(PyObject *sock, int fd, int family, int type, int proto)
+    {
+        fs_socket_head *head = (fs_socket_head *)sock;
+        return head->sock_fd == fd && head->sock_family == family &&
+               head->sock_type == type && head->sock_proto == proto;
+    }
+    """
+    object fs_socket_from_fd(object cls, int fd, int family, int type, int proto)
+    bint fs_socket_layout_ok(object sock, int fd, int family, int type, int proto)
+
+
+cdef bint _check_socket_layout():
+    """Does the core's view of socket objects match this interpreter's?"""
+    a, b = _socket.socketpair()
+    with a, b:
+        if not fs_socket_layout_ok(a, a.fileno(), a.family, a.type, a.proto):
+            return False
+        probe = fs_socket_from_fd(_socket.socket, -1, a.family, a.type, a.proto)
+        return probe.fileno() == -1 and probe.family == a.family and probe.type == a.type
+
+
+cdef bint _SOCKET_LAYOUT_OK = _check_socket_layout()
+
+
+cdef object new_socket(Plan plan, int fd):
+    """``plan.socket_class(family, type, proto, fileno=fd)``, minus the
+    Python __init__ frame and its getsockname(): the same object, fields,
+    slots and audit event.  On an exception the caller still owns ``fd``."""
+    if not _SOCKET_LAYOUT_OK:
+        return plan.socket_class(plan.family, plan.type, plan.proto, fd)
+    sock = fs_socket_from_fd(plan.socket_class, fd, plan.family_c, plan.type_c, plan.proto_c)
+    try:
+        sock._io_refs = 0      # socket.socket.__init__ sets its two slots
+        sock._closed = False
+    except BaseException:
+        sock.detach()  # the fd goes back to the caller
+        raise
+    return sock
+
+
 cdef tuple accept_stream(int listen_fd, Plan plan, int *status):
     """Accept one connection as ``server.socket.accept()`` would.
 
@@ -57,7 +137,7 @@ cdef tuple accept_stream(int listen_fd, Plan plan, int *status):
         status[0] = _status_of_errno(err)
         return None
     try:
-        request = plan.socket_class(plan.family, plan.type, plan.proto, fd)
+        request = new_socket(plan, fd)
     except BaseException:
         close(fd)
         raise
@@ -100,3 +180,7 @@ cdef int _status_of_errno(int err) noexcept:
     # The client's trouble (ECONNABORTED...) or a datagram error: nothing to
     # take now; the next readiness says whether anything else is waiting.
     return NOTHING_PENDING
+
+
+#: True when accepted sockets are built without socket.socket.__init__.
+FAST_SOCKET_CONSTRUCTION = _SOCKET_LAYOUT_OK
