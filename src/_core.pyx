@@ -14,10 +14,16 @@ GIL.  The pieces, in the order they build on each other:
     core/dispatch.pxi   the request chain and the Plan that shortens it
     core/loop.pxi       serve_forever() and handle_request()'s wait
     core/stream.pxi     rfile and wfile for StreamRequestHandler
+    core/handlers.pxi   the request handlers' setup/finish, compiled
 """
 import errno as _errno
 import os as _os
 import socket as _socket
+import _socket as _c_socket
+
+# The stdlib-equivalent writer for sockets the C writer does not take (an
+# SSLSocket, a subclass): one class, shared with the twin.
+from fastserver._core_py import SocketWriter as _PySocketWriter
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -40,6 +46,7 @@ BACKOFF_MIN = BACKOFF_MIN_C
 BACKOFF_MAX = BACKOFF_MAX_C
 
 cdef object _SHUT_WR = _socket.SHUT_WR
+cdef object _plain_socket = _socket.socket
 cdef object _fsdecode = _os.fsdecode
 
 include "core/waker.pxi"
@@ -48,3 +55,4 @@ include "core/dispatch.pxi"
 include "core/sockaddr.pxi"
 include "core/loop.pxi"
 include "core/stream.pxi"
+include "core/handlers.pxi"

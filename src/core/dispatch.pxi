@@ -83,13 +83,23 @@ cdef class Plan:
 cdef Plan _CALL_EVERY_HOOK = Plan()
 
 
+cdef object _close_fd_of = _c_socket.socket.close  # what socket._real_close() calls
+
+
 cdef int _shutdown(server, Plan plan, request) except -1:
     if plan.shutdown_kind == SHUTDOWN_STREAM:
         try:
             request.shutdown(_SHUT_WR)
         except OSError:
             pass  # some platforms may raise ENOTCONN here
-        request.close()
+        if type(request) is _plain_socket:
+            # socket.socket.close(), without its two Python frames: the fd
+            # closes now unless a makefile() object still holds it.
+            request._closed = True
+            if request._io_refs <= 0:
+                _close_fd_of(request)
+        else:
+            request.close()
     elif plan.shutdown_kind == SHUTDOWN_CALL:
         server.shutdown_request(request)
     return 0

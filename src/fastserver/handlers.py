@@ -100,3 +100,21 @@ class DatagramRequestHandler(BaseRequestHandler):
 
     def finish(self):
         self.socket.sendto(self.wfile.getvalue(), self.client_address)
+
+
+def _use_compiled_steps(core):
+    """Swap in the compiled core's copies of the handlers' own steps.
+
+    They are line-for-line the methods above (which stay the specification
+    and what the pure-Python twin runs), minus the interpreter's frame per
+    call; a subclass or an instance that overrides one still wins.
+    """
+    BaseRequestHandler.__init__ = core.request_handler_init
+    StreamRequestHandler.setup = core.stream_handler_setup
+    StreamRequestHandler.finish = core.stream_handler_finish
+    DatagramRequestHandler.setup = core.datagram_handler_setup
+    DatagramRequestHandler.finish = core.datagram_handler_finish
+
+
+if _engine.compiled_core is not None:
+    _use_compiled_steps(_engine.compiled_core)
