@@ -279,11 +279,6 @@ def serve_forever(server, poll_interval, waker, plan):
         poller.close()
 
 
-def SocketReader(sock, buffer_size=-1):
-    """rfile for StreamRequestHandler: exactly the stdlib's makefile()."""
-    return sock.makefile("rb", buffer_size)
-
-
 class SocketWriter(io.BufferedIOBase):
     """wfile for StreamRequestHandler: the stdlib's ``_SocketWriter``, an
     unbuffered writer whose write() is ``sock.sendall()``."""

@@ -63,18 +63,9 @@ class StreamRequestHandler(BaseRequestHandler):
             self.connection.settimeout(self.timeout)
         if self.disable_nagle_algorithm:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-        # The core's reader and writer behave as makefile() and _SocketWriter
-        # do, for a plain socket; anything else (an SSLSocket, a user's
-        # subclass) gets the stdlib's objects.  rbufsize=0 asks for makefile's
-        # raw SocketIO, wbufsize>0 for its BufferedWriter.
-        core = _engine.core
-        plain = type(self.connection) is socket.socket
-        if plain and self.rbufsize != 0:
-            self.rfile = core.SocketReader(self.connection, self.rbufsize)
-        else:
-            self.rfile = self.connection.makefile("rb", self.rbufsize)
+        self.rfile = self.connection.makefile("rb", self.rbufsize)
         if self.wbufsize == 0:
-            self.wfile = core.SocketWriter(self.connection) if plain else _SocketWriter(self.connection)
+            self.wfile = _SocketWriter(self.connection)
         else:
             self.wfile = self.connection.makefile("wb", self.wbufsize)
 
@@ -106,8 +97,10 @@ def _use_compiled_steps(core):
     """Swap in the compiled core's copies of the handlers' own steps.
 
     They are line-for-line the methods above (which stay the specification
-    and what the pure-Python twin runs), minus the interpreter's frame per
-    call; a subclass or an instance that overrides one still wins.
+    and what runs without the compiled core), minus the interpreter's frame
+    per call, except that StreamRequestHandler.setup gives a plain socket
+    the core's rfile/wfile; a subclass or an instance that overrides one
+    still wins.
     """
     BaseRequestHandler.__init__ = core.request_handler_init
     StreamRequestHandler.setup = core.stream_handler_setup
