@@ -1,15 +1,83 @@
 """Build the compiled core, ``fastserver._core``, from ``src/_core.pyx``.
 
-Everything else is in pyproject.toml.  When no C compiler is available the
-build fails loudly unless FASTSERVER_NO_EXTENSIONS=1 asks for the pure-Python
-twin, so a wheel never silently ships without its core.
+The metadata is in pyproject.toml; this file only describes the extension.
+
+- ``FASTSERVER_NO_EXTENSIONS=1`` at build time: no extension, a pure wheel.
+- Windows: no extension (the core is POSIX-only); the wheel is tagged
+  ``py3-none-win_<arch>`` so that it never stands in for a compiled wheel on
+  another platform (a ``py3-none-any`` wheel on an index would be chosen over
+  the sdist on every platform without a wheel of its own).
+- No working C compiler: the build goes on without the core and says so
+  loudly; fastserver then runs on its pure-Python twin.  The test suite's
+  ``tests/test_build.py`` fails on such an install, so CI and cibuildwheel
+  never ship one.
 """
 import os
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.errors import CCompilerError, ExecError, PlatformError
 
-NO_EXTENSIONS = bool(os.environ.get("FASTSERVER_NO_EXTENSIONS")) or sys.platform == "win32"
+#: What a missing or broken C compiler raises (a missing compiler, missing
+#: Python headers, an unsupported platform).  Cython's own errors are not
+#: here: a .pyx that does not compile fails the build.
+COMPILER_ERRORS = (CCompilerError, ExecError, PlatformError)
+
+WINDOWS = sys.platform == "win32"
+NO_EXTENSIONS = bool(os.environ.get("FASTSERVER_NO_EXTENSIONS")) or WINDOWS
+
+FALLBACK_WARNING = """
+**********************************************************************
+WARNING: fastserver's compiled core could not be built:
+    {error}
+fastserver is installed with its pure-Python core: the same API, slower.
+Install a C compiler (e.g. apt-get install gcc python3-dev) and reinstall
+to get the compiled core; set FASTSERVER_NO_EXTENSIONS=1 to skip it
+without this warning.
+**********************************************************************
+"""
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that falls back to the pure-Python core when compiling fails.
+
+    The same choice aiohttp, yarl and multidict make: an install without a
+    compiler still works.  Cython itself always runs (it is a build
+    requirement), so what fails here is the C compiler or its headers.
+    """
+
+    def run(self):
+        try:
+            super().run()
+        except COMPILER_ERRORS as exc:  # no compiler found at all
+            self.warn_fallback(exc)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except COMPILER_ERRORS as exc:
+            self.warn_fallback(exc)
+
+    def warn_fallback(self, exc):
+        sys.stderr.write(FALLBACK_WARNING.format(error=exc))
+
+
+def platform_tagged_pure_wheel():
+    """bdist_wheel for a wheel without the extension, tagged for the
+    platform it was built on (``py3-none-win_amd64``)."""
+    from setuptools.command.bdist_wheel import bdist_wheel  # setuptools >= 70.1
+
+    class PlatformTaggedPureWheel(bdist_wheel):
+        def finalize_options(self):
+            super().finalize_options()
+            self.root_is_pure = False
+
+        def get_tag(self):
+            _, _, platform = super().get_tag()
+            return "py3", "none", platform
+
+    return PlatformTaggedPureWheel
 
 
 def extensions():
@@ -21,7 +89,7 @@ def extensions():
         "fastserver._core",
         sources=["src/_core.pyx"],
         include_dirs=["src"],
-        extra_compile_args=["-O2"] if sys.platform != "win32" else [],
+        extra_compile_args=["-O2"],
     )
     return cythonize(
         [core],
@@ -35,4 +103,8 @@ def extensions():
     )
 
 
-setup(ext_modules=extensions())
+commands = {"build_ext": OptionalBuildExt}
+if WINDOWS:
+    commands["bdist_wheel"] = platform_tagged_pure_wheel()
+
+setup(ext_modules=extensions(), cmdclass=commands)
