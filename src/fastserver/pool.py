@@ -1,0 +1,448 @@
+"""ThreadPoolMixIn: serve requests on a bounded pool of reusable threads.
+
+``ThreadingMixIn`` starts a thread per request: tens of microseconds each,
+and nothing bounds how many run at once.  ``ThreadPoolMixIn`` keeps the
+same hooks, in the same order and on the same threads (``process_request``
+hands off and returns; ``process_request_thread`` runs ``finish_request``,
+``handle_error`` and ``shutdown_request`` on a worker), but hands each
+request to at most ``max_workers`` long-lived threads, with at most
+``max_queue`` more requests waiting for one of them.  When both are full,
+``overload`` decides: ``"wait"`` (stop accepting until a worker is free) or
+``"refuse"`` (``handle_overload()``, which closes the connection).
+"""
+import os
+import socket
+import sys
+import threading
+import weakref
+from collections import namedtuple
+from queue import SimpleQueue
+
+from .servers import TCPServer, UDPServer
+
+__all__ = [
+    "ThreadPoolMixIn",
+    "ThreadPoolStatus",
+    "ThreadPoolTCPServer",
+    "ThreadPoolUDPServer",
+]
+
+#: concurrent.futures.ThreadPoolExecutor's default: enough threads to
+#: overlap I/O waits on a small machine, capped for a large one.
+DEFAULT_MAX_WORKERS = min(32, (os.cpu_count() or 1) + 4)
+
+#: ``max_queue = None`` means this many queued requests per worker (see
+#: ThreadPoolMixIn.max_queue for why).
+QUEUE_PER_WORKER = 4
+
+OVERLOAD_POLICIES = ("wait", "refuse")
+
+ThreadPoolStatus = namedtuple(
+    "ThreadPoolStatus", "workers idle queued in_flight max_workers max_queue"
+)
+ThreadPoolStatus.__doc__ = """A snapshot of a server's thread pool.
+
+workers      worker threads alive
+idle         workers waiting for a request
+queued       requests accepted and waiting for a busy worker to finish
+in_flight    requests handed to the pool and not finished (running + queued)
+max_workers, max_queue   the pool's limits
+"""
+
+# ---------------------------------------------------------------------------
+# Fork safety.  A pool's threads exist only in the process that started
+# them, so a forked child (PreforkMixIn's workers, say) must start its own.
+# Comparing a counter that only fork bumps is cheaper on every request than
+# os.getpid() (a system call).
+# ---------------------------------------------------------------------------
+_fork_generation = 0
+# Guards pool creation (a slow path); replaced in a forked child, where a
+# thread of the parent may have held it at the moment of the fork.
+_pool_creation_lock = threading.Lock()
+# Pools with threads that may still be waiting for work (see _close_at_exit).
+_live_pools = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    global _fork_generation, _pool_creation_lock
+    _fork_generation += 1
+    _pool_creation_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _close_at_exit():
+    """Let idle workers exit when the interpreter does.
+
+    Non-daemon threads are joined before the interpreter exits; an idle
+    worker waits for work forever, so a program that never called
+    server_close() would never end.  threading runs these callbacks before
+    that join (concurrent.futures relies on the same hook), and the workers
+    finish the requests they already have first.
+    """
+    for pool in list(_live_pools):
+        if pool.generation == _fork_generation:
+            pool.close()
+
+
+# A private hook of threading (3.9+); without it, call server_close().
+if hasattr(threading, "_register_atexit"):
+    threading._register_atexit(_close_at_exit)
+
+
+# ---------------------------------------------------------------------------
+# The pool
+# ---------------------------------------------------------------------------
+_STOP = object()  # the task that tells a worker to exit
+
+
+def _report_uncaught(exc):
+    """Report an exception that escaped process_request_thread() the way
+    an uncaught exception of a ThreadingMixIn thread is reported, by
+    threading.excepthook (which ignores SystemExit).  The worker lives on."""
+    args = threading.ExceptHookArgs(
+        [type(exc), exc, exc.__traceback__, threading.current_thread()]
+    )
+    try:
+        threading.excepthook(args)
+    except Exception:  # a broken hook: report that, as threading itself does
+        try:
+            sys.excepthook(*sys.exc_info())
+        except Exception:
+            pass  # nothing left to report with; the worker must live on
+
+
+class _WorkerPool:
+    """Worker threads that run ``server.process_request_thread``.
+
+    Counters, all guarded by ``_lock``:
+
+    in_flight  requests accepted by submit() and not finished yet
+    workers    threads started and not exited
+    idle       workers waiting for a task that no request has claimed yet
+    queued     tasks in the queue that wait for a busy worker to finish
+
+    Every task put in the queue is claimed by exactly one worker: an idle
+    one (``idle -= 1`` in submit) or the next worker to finish one (``queued
+    -= 1`` there).  So a thread is started only when no worker is free or
+    about to be, and ``idle`` and ``queued`` are never both above zero.
+    The hand-off is a SimpleQueue put under a plain lock; the Condition is
+    touched only when the pool is full.
+    """
+
+    def __init__(self, server, max_workers, max_queue):
+        self.generation = _fork_generation
+        self.max_workers = max_workers
+        self.max_queue = max_queue
+        self._server = server
+        self._capacity = max_workers + max_queue
+        self._tasks = SimpleQueue()
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # "in_flight went down"
+        self._threads = []
+        self._in_flight = self._workers = self._idle = self._queued = 0
+        self._submitters_waiting = 0
+        self._closed = False
+        self._refusing_waits = False
+        _live_pools.add(self)
+
+    # -- the serving thread's side ---------------------------------------
+    def submit(self, request, client_address):
+        """Hand a request to a worker; False when the pool cannot take it
+        (full with the "refuse" policy, or closed): the caller refuses it."""
+        with self._lock:
+            if self._in_flight < self._capacity and not self._closed:
+                self._assign((request, client_address))
+                return True
+        return self._submit_when_full(request, client_address)
+
+    def _assign(self, task):
+        """Give ``task`` to an idle worker, a new one, or the queue (lock held)."""
+        self._in_flight += 1
+        if self._idle:
+            self._idle -= 1
+            self._tasks.put(task)
+        elif self._workers < self.max_workers:
+            self._start_worker(task)
+        else:
+            self._queued += 1
+            self._tasks.put(task)
+
+    def _start_worker(self, first_task):
+        # Started under the lock: a few dozen microseconds, at most
+        # max_workers times, and close() then never sees a thread that is
+        # listed but not started (join() would fail on it).
+        thread = threading.Thread(
+            target=self._work,
+            args=(first_task,),
+            name="%s worker %d" % (type(self._server).__name__, len(self._threads) + 1),
+            daemon=bool(self._server.daemon_threads),
+        )
+        self._threads.append(thread)
+        self._workers += 1
+        try:
+            thread.start()
+        except RuntimeError:  # "can't start new thread": out of threads or memory
+            self._threads.remove(thread)
+            self._workers -= 1
+            if not self._workers:
+                self._in_flight -= 1
+                raise  # nobody to run it: the loop's handle_error() reports it
+            self._queued += 1  # a running worker will get to it
+            self._tasks.put(first_task)
+
+    def _submit_when_full(self, request, client_address):
+        if self._closed or _overload_policy(self._server) == "refuse":
+            return False
+        with self._lock:
+            self._submitters_waiting += 1
+            try:
+                while (
+                    self._in_flight >= self._capacity
+                    and not self._closed
+                    and not self._refusing_waits
+                ):
+                    self._room.wait()
+            finally:
+                self._submitters_waiting -= 1
+            if self._closed or self._refusing_waits:
+                return False
+            self._assign((request, client_address))
+            return True
+
+    def refuse_waits(self, refuse):
+        """While ``refuse`` is true, a submit() waiting for room gives up
+        (returns False): shutdown() must not wait for a busy worker."""
+        with self._lock:
+            self._refusing_waits = refuse
+            if refuse:
+                self._room.notify_all()
+
+    def close(self):
+        """Take no more requests; the workers finish the ones they have and
+        the queued ones, then exit.  Returns the threads, to join."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                # Behind every queued task, one stop per worker: FIFO order
+                # means each worker exits only once the queue is drained.
+                for _ in range(self._workers):
+                    self._tasks.put(_STOP)
+                self._room.notify_all()
+            return list(self._threads)
+
+    def status(self):
+        with self._lock:
+            return ThreadPoolStatus(
+                self._workers, self._idle, self._queued, self._in_flight,
+                self.max_workers, self.max_queue,
+            )
+
+    # -- the workers' side --------------------------------------------------
+    def _work(self, task):
+        get_task = self._tasks.get
+        try:
+            while True:
+                if task is None:
+                    task = get_task()  # blocks without a timeout: no CPU while idle
+                if task is _STOP:
+                    return
+                self._run(task)
+                task = None  # an idle worker must not keep the request alive
+                self._finished_one()
+        finally:
+            with self._lock:
+                self._workers -= 1
+                if task is _STOP:
+                    self._idle -= 1  # only an idle worker can get a stop (see close)
+                self._threads.remove(threading.current_thread())
+
+    def _run(self, task):
+        request, client_address = task
+        try:
+            self._server.process_request_thread(request, client_address)
+        except BaseException as exc:  # what would end a ThreadingMixIn thread
+            _report_uncaught(exc)
+
+    def _finished_one(self):
+        with self._lock:
+            self._in_flight -= 1
+            if self._queued:
+                self._queued -= 1  # this worker takes a queued task next
+            else:
+                self._idle += 1
+            if self._submitters_waiting:
+                self._room.notify()
+
+
+def _overload_policy(server):
+    policy = server.overload
+    if policy not in OVERLOAD_POLICIES:
+        raise ValueError(
+            "overload must be one of %s, not %r" % (", ".join(map(repr, OVERLOAD_POLICIES)), policy)
+        )
+    return policy
+
+
+def _pool_limits(server):
+    """(max_workers, max_queue) of ``server``, checked, with max_queue=None resolved."""
+    max_workers, max_queue = server.max_workers, server.max_queue
+    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+        raise ValueError("max_workers must be an int >= 1, not %r" % (max_workers,))
+    if max_queue is None:
+        max_queue = QUEUE_PER_WORKER * max_workers
+    elif isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 0:
+        raise ValueError("max_queue must be None or an int >= 0, not %r" % (max_queue,))
+    return max_workers, max_queue
+
+
+# ---------------------------------------------------------------------------
+# The mix-in
+# ---------------------------------------------------------------------------
+class ThreadPoolMixIn:
+    """Mix-in class to handle each request on a bounded pool of threads.
+
+    Like ThreadingMixIn, but the threads are started on demand, reused, and
+    bounded.  The limits are read when the pool starts (at the first
+    request), so they may be set on the class or on the instance before it.
+    """
+
+    #: Worker threads at most.  Started lazily (only when no worker is free)
+    #: and kept until server_close().
+    max_workers = DEFAULT_MAX_WORKERS
+    #: Requests accepted but waiting for a worker, at most.  None means
+    #: 4 * max_workers: enough to absorb a burst of short requests without
+    #: hitting ``overload`` (the kernel's backlog, request_queue_size, is
+    #: only 5 by default), and short enough that a queued request waits
+    #: about four handler runs, not for ever.  Beyond it clients wait in the
+    #: kernel's backlog ("wait"), where they cost no fd and no memory here.
+    max_queue = None
+    #: What the server does when a capacity limit is reached (here: every
+    #: worker busy and max_queue requests waiting).  This attribute and
+    #: handle_overload() mean the same on fastserver's BaseServer
+    #: (max_connections); they are repeated here so that the mix-in also
+    #: works on servers that are not fastserver's (http.server's, say).
+    #: "wait"   -- process_request() blocks until there is room, so the loop
+    #:             stops accepting and new clients wait in the kernel's
+    #:             backlog (a request waiting when shutdown() is called is
+    #:             refused instead, so that the loop can stop at once);
+    #: "refuse" -- handle_overload() is called for the request.
+    overload = "wait"
+    #: The workers' daemon flag, as in ThreadingMixIn.
+    daemon_threads = False
+    #: If true, server_close() waits until the non-daemon workers have run
+    #: every request they were given, as ThreadingMixIn waits for its threads.
+    block_on_close = True
+
+    _fastserver_thread_pool = None  # the pool of the process that started it
+    _fastserver_pool_closed = False
+
+    def process_request_thread(self, request, client_address):
+        """Same as in BaseServer but in a worker thread.
+
+        In addition, exception handling is done here.
+        """
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def process_request(self, request, client_address):
+        """Hand the request to a worker thread and return."""
+        pool = self._fastserver_thread_pool
+        if pool is None or pool.generation != _fork_generation:
+            pool = self._start_thread_pool()
+        if pool is None or not pool.submit(request, client_address):
+            self.handle_overload(request, client_address)
+
+    def handle_overload(self, request, client_address):
+        """Called for a request the server will not serve because a capacity
+        limit is reached and ``overload`` is "refuse" (or because the server
+        was closed).  May be overridden, e.g. to send a "busy" reply first.
+
+        The default calls shutdown_request(): a stream client sees the
+        connection closed, a datagram is dropped.
+        """
+        self.shutdown_request(request)
+
+    def shutdown(self, *args, **kwargs):
+        """Stop the serve_forever loop (see BaseServer.shutdown).
+
+        A request waiting for room in a full pool ("wait") is refused
+        through handle_overload(), so that the loop stops now rather than
+        when a worker frees up.
+        """
+        pool = self._live_thread_pool()
+        if pool is None:
+            return super().shutdown(*args, **kwargs)
+        pool.refuse_waits(True)
+        try:
+            return super().shutdown(*args, **kwargs)
+        finally:
+            pool.refuse_waits(False)
+
+    def server_close(self):
+        """Close the server, then let the workers run the requests they
+        were given (queued ones included) and exit; wait for them when
+        block_on_close is true.  Requests that come later are refused
+        through handle_overload()."""
+        super().server_close()
+        with _pool_creation_lock:
+            self._fastserver_pool_closed = True
+            pool = self._live_thread_pool()
+        if pool is None:
+            return
+        workers = pool.close()
+        if self.block_on_close:
+            current = threading.current_thread()  # a handler may close its server
+            for thread in workers:
+                if not thread.daemon and thread is not current:
+                    thread.join()
+
+    def pool_status(self):
+        """A ThreadPoolStatus snapshot: workers, idle, queued, in_flight,
+        max_workers, max_queue (zeros until the first request)."""
+        pool = self._live_thread_pool()
+        if pool is None:
+            return ThreadPoolStatus(0, 0, 0, 0, *_pool_limits(self))
+        return pool.status()
+
+    def _live_thread_pool(self):
+        pool = self._fastserver_thread_pool
+        if pool is None or pool.generation != _fork_generation:
+            return None
+        return pool
+
+    def _start_thread_pool(self):
+        """This process's pool, made on first use; None once closed."""
+        with _pool_creation_lock:
+            pool = self._live_thread_pool()
+            if pool is None and not self._fastserver_pool_closed:
+                _overload_policy(self)  # a bad setting fails now, not under load
+                pool = _WorkerPool(self, *_pool_limits(self))
+                self._fastserver_thread_pool = pool
+            return pool
+
+
+class ThreadPoolTCPServer(ThreadPoolMixIn, TCPServer):
+    pass
+
+
+class ThreadPoolUDPServer(ThreadPoolMixIn, UDPServer):
+    pass
+
+
+if hasattr(socket, "AF_UNIX"):
+    from .servers import UnixDatagramServer, UnixStreamServer
+
+    class ThreadPoolUnixStreamServer(ThreadPoolMixIn, UnixStreamServer):
+        pass
+
+    class ThreadPoolUnixDatagramServer(ThreadPoolMixIn, UnixDatagramServer):
+        pass
+
+    __all__ += ["ThreadPoolUnixStreamServer", "ThreadPoolUnixDatagramServer"]
