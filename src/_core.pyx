@@ -24,6 +24,7 @@ import _socket as _c_socket
 # The stdlib-equivalent writer for sockets the C writer does not take (an
 # SSLSocket, a subclass): one class, shared with the twin.
 from fastserver._core_py import SocketWriter as _PySocketWriter
+from fastserver._core_py import LineTooLong as _LineTooLong, open_reader as _py_open_reader
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from cpython.bytes cimport PyBytes_FromStringAndSize

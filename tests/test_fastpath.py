@@ -208,6 +208,41 @@ def test_a_listener_with_a_timeout_takes_the_python_path(fs):
         assert plan(server).accept == "call"
 
 
+def test_a_non_blocking_listener_keeps_the_c_path_and_serves(fs):
+    """A listener shared between processes is made non-blocking so that the
+    process losing the accept race is not stuck in accept(2)."""
+    class Echo(fs.StreamRequestHandler):
+        def handle(self):
+            self.wfile.write(self.rfile.readline())
+
+    with fs.TCPServer(("127.0.0.1", 0), Echo) as server:
+        server.socket.setblocking(False)
+        assert plan(server).accept == "stream"
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        try:
+            for _ in range(20):
+                with socket.create_connection(server.server_address, timeout=5) as client:
+                    client.sendall(b"ping\n")
+                    assert client.makefile("rb").readline() == b"ping\n"
+        finally:
+            server.shutdown()
+            thread.join(10)
+        assert server.socket.gettimeout() == 0.0  # the user's choice is kept
+
+
+def test_the_c_accept_path_sets_tcp_nodelay_only_for_tcp(fs):
+    with fs.TCPServer(("127.0.0.1", 0), fs.BaseRequestHandler) as server:
+        assert plan(server).tcp_nodelay
+        server.tcp_nodelay = False
+        assert not plan(server).tcp_nodelay
+    if hasattr(socket, "AF_UNIX"):
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "s")
+            with fs.UnixStreamServer(path, fs.BaseRequestHandler) as server:
+                assert not plan(server).tcp_nodelay
+
+
 def test_overridden_handle_request_noblock_replaces_the_chain(fs):
     with fs.TCPServer(("127.0.0.1", 0), fs.BaseRequestHandler) as server:
         server._handle_request_noblock = lambda: None

@@ -442,11 +442,36 @@ def test_disable_nagle_algorithm(ss, nodelay):
             self.server.results.put(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
     server = tcp_server(ss, Handler)
+    server.tcp_nodelay = False  # fastserver's opt-out: the stdlib's behaviour
     with background_server(server):
         with tcp_connect(server.server_address) as client:
             assert recv_until_eof(client) == b""
         value = get(server.results)
     assert bool(value) is nodelay
+    assert_no_errors(server)
+
+
+@pytest.mark.parametrize("kind", ["base", "stream", "get_request"])
+def test_tcp_nodelay_is_on_by_default(fs, kind):
+    """fastserver sets TCP_NODELAY on accepted TCP connections, whichever
+    path accepts them (the core, or TCPServer.get_request called from an
+    override)."""
+    handler_base = fs.BaseRequestHandler if kind == "base" else fs.StreamRequestHandler
+
+    class Handler(handler_base):
+        def handle(self):
+            self.server.results.put(self.request.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    class Server(recording(fs.TCPServer)):
+        if kind == "get_request":
+            def get_request(self):
+                return super().get_request()
+
+    server = Server((HOST, 0), Handler)
+    with background_server(server):
+        with tcp_connect(server.server_address) as client:
+            assert recv_until_eof(client) == b""
+        assert get(server.results)
     assert_no_errors(server)
 
 

@@ -180,3 +180,74 @@ def test_forked_child_gets_its_own_waker(fs):
     server.shutdown()
     thread.join(10)
     server.server_close()
+
+
+def test_datagrams_received_in_a_batch_survive_an_interrupted_loop(fs):
+    """The compiled core receives datagrams in batches (recvmmsg); when a
+    handler ends the loop with a BaseException, the datagrams of the batch
+    not yet served are served by the next loop, in order."""
+    served = []
+
+    class Handler(fs.BaseRequestHandler):
+        def handle(self):
+            data = self.request[0]
+            served.append(data)
+            if data == b"1" and served.count(b"1") == 1:
+                raise KeyboardInterrupt
+
+    with fs.UDPServer(("127.0.0.1", 0), Handler) as server:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            for i in range(5):
+                client.sendto(b"%d" % i, server.server_address)
+            time.sleep(0.1)  # all five queued before the loop starts
+            with pytest.raises(KeyboardInterrupt):
+                server.serve_forever(poll_interval=0.05)
+            assert served == [b"0", b"1"]
+            thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+            thread.start()
+            try:
+                deadline = time.monotonic() + 10
+                while len(served) < 5 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            finally:
+                server.shutdown()
+                thread.join(10)
+    assert served == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_a_signal_delivered_to_another_thread_reaches_the_loop(fs):
+    """The signal's Python handler runs in the main thread, between two of
+    the stdlib loop's bytecodes; the compiled loop waits in C, so it must
+    check for pending signals after every wait, timeouts included."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("needs the main thread")
+
+    class Stop(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Stop
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    server = fs.UDPServer(("127.0.0.1", 0), fs.BaseRequestHandler)
+    stuck = threading.Event()
+
+    def kick():
+        time.sleep(0.1)
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)  # this thread, not main
+        if not done.wait(5):
+            stuck.set()
+            server.shutdown()
+
+    done = threading.Event()
+    kicker = threading.Thread(target=kick, daemon=True)
+    try:
+        kicker.start()
+        with pytest.raises(Stop):
+            server.serve_forever(poll_interval=0.1)
+    finally:
+        done.set()
+        kicker.join(10)
+        signal.signal(signal.SIGUSR1, previous)
+        server.server_close()
+    assert not stuck.is_set()

@@ -45,6 +45,14 @@ cdef class Plan:
     cdef readonly bint finish_default    # finish_request is BaseServer's
     cdef readonly str shutdown           # "call", "stream" or "nothing"
     cdef readonly bint service_actions_default  # BaseServer's: does nothing
+    cdef readonly bint tcp_nodelay       # set TCP_NODELAY on connections accepted here
+    cdef readonly object idle_timeout    # settimeout() of connections accepted here, or None
+    cdef readonly object connections     # the server's OpenConnections (stream servers), or None
+    cdef readonly Py_ssize_t max_connections  # 0: no limit
+    cdef readonly bint refuse_overload   # at the limit: handle_overload(), not wait
+    cdef set open_set                    # connections.sockets
+    cdef Py_ssize_t prune_at             # connections.prune_at, cached
+    cdef readonly list leftover_datagrams  # read by a loop that ended early; served first
     cdef readonly object listener        # server.socket, for the C accept kinds
     cdef readonly object socket_class    # type(server.socket), to wrap accepted fds
     cdef readonly object family, type, proto
@@ -54,8 +62,22 @@ cdef class Plan:
 
     def __init__(self, *, handle_one=None, accept="call", verify_default=False,
                  process_default=False, finish_default=False, shutdown="call",
-                 service_actions_default=False, listener=None):
+                 service_actions_default=False, listener=None, tcp_nodelay=False,
+                 idle_timeout=None, connections=None, max_connections=None, overload="wait",
+                 leftover_datagrams=None):
         self.handle_one = handle_one
+        self.leftover_datagrams = [] if leftover_datagrams is None else leftover_datagrams
+        self.tcp_nodelay = tcp_nodelay
+        self.idle_timeout = idle_timeout
+        self.connections = connections
+        self.open_set = None if connections is None else connections.sockets
+        self.prune_at = 0 if connections is None else connections.prune_at
+        if max_connections is not None and connections is None:
+            raise ValueError("max_connections needs the connections registry")
+        self.max_connections = max_connections or 0
+        if overload not in ("wait", "refuse"):
+            raise ValueError(f"overload must be 'wait' or 'refuse', not {overload!r}")
+        self.refuse_overload = overload == "refuse"
         self.service_actions_default = service_actions_default
         self.accept = accept
         self.accept_kind = _ACCEPT_KINDS[accept]
@@ -77,7 +99,10 @@ cdef class Plan:
         return (f"Plan(handle_one={self.handle_one!r}, accept={self.accept!r}, "
                 f"verify_default={self.verify_default}, process_default={self.process_default}, "
                 f"finish_default={self.finish_default}, shutdown={self.shutdown!r}, "
-                f"service_actions_default={self.service_actions_default})")
+                f"service_actions_default={self.service_actions_default}, "
+                f"tcp_nodelay={self.tcp_nodelay}, idle_timeout={self.idle_timeout!r}, "
+                f"max_connections={self.max_connections or None}, "
+                f"overload={'refuse' if self.refuse_overload else 'wait'!r})")
 
 
 cdef Plan _CALL_EVERY_HOOK = Plan()
@@ -92,6 +117,8 @@ cdef int _shutdown(server, Plan plan, request) except -1:
             request.shutdown(_SHUT_WR)
         except OSError:
             pass  # some platforms may raise ENOTCONN here
+        if plan.open_set is not None:
+            plan.open_set.discard(request)  # TCPServer.close_request's bookkeeping
         if type(request) is _plain_socket:
             # socket.socket.close(), without its two Python frames: the fd
             # closes now unless a makefile() object still holds it.
@@ -129,25 +156,40 @@ cdef int dispatch(server, Plan plan, request, client_address) except -1:
     return 0
 
 
-cdef int take_and_dispatch(server, Plan plan, int listen_fd, char *buffer,
-                           Py_ssize_t buffer_size) except -1:
+cdef int take_and_dispatch(server, Plan plan, int listen_fd, DatagramBatch datagrams) except -1:
     """Take one request the way the plan says and run its chain."""
     cdef int status = HANDLED
-    cdef tuple taken
+    cdef tuple taken = None
     if plan.accept_kind == ACCEPT_STREAM:
         taken = accept_stream(listen_fd, plan, &status)
     elif plan.accept_kind == ACCEPT_DATAGRAM:
-        taken = recv_datagram(listen_fd, plan, buffer, buffer_size, &status)
+        if datagrams.empty():
+            status = datagrams.fill(listen_fd)
+        if status == HANDLED:
+            taken = datagrams.take(plan)
     else:
         try:
             request, client_address = server.get_request()
         except OSError as exc:
             return _status_of_errno(exc.errno or 0)
+        if plan.max_connections and _refused(server, plan, request, client_address):
+            return HANDLED
         dispatch(server, plan, request, client_address)
         return HANDLED
     if taken is not None:
-        dispatch(server, plan, taken[0], taken[1])
+        if not (plan.max_connections and _refused(server, plan, taken[0], taken[1])):
+            dispatch(server, plan, taken[0], taken[1])
     return status
+
+
+cdef bint _refused(server, Plan plan, request, client_address) except -1:
+    """max_connections reached with overload="refuse": the connection just
+    taken goes to handle_overload() instead of the request chain."""
+    if not plan.refuse_overload or len(plan.open_set) <= plan.max_connections:
+        return False
+    plan.connections.discard(request)
+    server.handle_overload(request, client_address)
+    return True
 
 
 cpdef int handle_request_noblock(server) except -1:
@@ -157,5 +199,5 @@ cpdef int handle_request_noblock(server) except -1:
     (the stdlib ignores every OSError there, and so do we, but a loop that
     retried at once would spin).
     """
-    cdef int status = take_and_dispatch(server, _CALL_EVERY_HOOK, -1, NULL, 0)
+    cdef int status = take_and_dispatch(server, _CALL_EVERY_HOOK, -1, None)
     return HANDLED if status == NOTHING_PENDING else status

@@ -32,10 +32,11 @@ def stream_handler_setup(self):
         connection.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, True)
     plain = type(connection) is _plain_socket
     rbufsize = self.rbufsize
+    max_line_length = self.max_line_length
     if plain and rbufsize != 0:
-        self.rfile = SocketReader(connection, rbufsize)
+        self.rfile = SocketReader(connection, rbufsize, max_line_length)
     else:
-        self.rfile = connection.makefile("rb", rbufsize)
+        self.rfile = _py_open_reader(connection, rbufsize, max_line_length)
     wbufsize = self.wbufsize
     if wbufsize == 0:
         self.wfile = SocketWriter(connection) if plain else _PySocketWriter(connection)

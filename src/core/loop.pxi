@@ -1,5 +1,34 @@
 # The serve loop and handle_request()'s wait.
 
+cdef int _serve_leftover_datagrams(server, Plan plan) except -1:
+    """Datagrams an earlier loop received but did not serve (it ended on
+    an exception): served first, in order, each taken off the list first."""
+    cdef list leftovers = plan.leftover_datagrams
+    while leftovers and not _shutdown_requested(server):
+        request, client_address = leftovers.pop(0)
+        dispatch(server, plan, request, client_address)
+        _service_actions(server, plan)
+    return 0
+
+
+cdef bint _full(Plan plan) except -1:
+    """At max_connections?  Says so to the closers first, then looks again,
+    so a connection closed in between is never missed."""
+    if len(plan.open_set) < plan.max_connections:
+        return False
+    plan.connections.waiting_for_room = True
+    if len(plan.open_set) < plan.max_connections:
+        plan.connections.waiting_for_room = False
+        return False
+    return True
+
+
+cdef int _check_errno(int result) except -1:
+    if result < 0:
+        PyErr_SetFromErrno(OSError)
+    return result
+
+
 cdef bint _readable_now(int fd) except -1:
     """Is ``fd`` readable right now?  One poll(2) with a zero timeout."""
     cdef pollfd p
@@ -79,28 +108,37 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
     cdef double interval = -1.0 if poll_interval is None else max(0.0, poll_interval)
     cdef double timeout
     cdef bint listening = True, listener_ready, listener_gone = False
+    cdef bint waiting_for_room = False  # at max_connections, overload="wait"
     cdef int ready[MAX_EVENTS]
     cdef int n, i, handled, status
     cdef _Backoff backoff = _Backoff()
     cdef Poller poller = Poller()
-    cdef char *buffer = NULL
-    cdef Py_ssize_t buffer_size = 0
-    if plan.accept_kind == ACCEPT_DATAGRAM:
-        buffer_size = server.max_packet_size
-        buffer = <char *>malloc(buffer_size if buffer_size > 0 else 1)
-        if buffer == NULL:
-            raise MemoryError()
+    cdef DatagramBatch datagrams = None
+    cdef bint restore_blocking = False
+    if plan.accept_kind == ACCEPT_STREAM:
+        # accept(2) here drains until EAGAIN, with no poll() probe per
+        # request, and never blocks when another process sharing the
+        # listener (a prefork worker, a forked child) took the connection.
+        # Python's view (gettimeout() None) is untouched: only the fd flag.
+        restore_blocking = _check_errno(fs_make_nonblocking(listen_fd)) == 1
+    elif plan.accept_kind == ACCEPT_DATAGRAM:
+        datagrams = DatagramBatch(server.max_packet_size)
     try:
         poller.register(listen_fd)
         poller.register(wake_fd)
         waker._drain()  # a shutdown() of an earlier loop may have left a wake-up
+        _serve_leftover_datagrams(server, plan)
         while not _shutdown_requested(server):
             timeout = interval
-            if not listening and not listener_gone:
+            if not listening and not listener_gone and not waiting_for_room:
                 timeout = max(0.0, backoff.resume_at - fs_monotonic())
                 if 0 <= interval < timeout:
                     timeout = interval
             n = poller.wait_fds(timeout, ready, MAX_EVENTS)
+            # A signal delivered to another thread does not interrupt this
+            # wait; its Python handler runs now, at the latest after
+            # poll_interval, as between the stdlib loop's bytecodes.
+            PyErr_CheckSignals()
             if _shutdown_requested(server):
                 break
             listener_ready = False
@@ -109,7 +147,14 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
                     waker._drain()
                 elif ready[i] == listen_fd:
                     listener_ready = listening
-            if not listening and not listener_gone and fs_monotonic() >= backoff.resume_at:
+            if waiting_for_room:
+                if len(plan.open_set) < plan.max_connections:
+                    plan.connections.waiting_for_room = False
+                    waiting_for_room = False
+                    poller.register(listen_fd)
+                    listening = True
+                    listener_ready = True  # the clients are waiting in the backlog
+            elif not listening and not listener_gone and fs_monotonic() >= backoff.resume_at:
                 poller.register(listen_fd)
                 listening = True
                 listener_ready = True  # try at once: the clients are waiting
@@ -118,11 +163,20 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
                 continue
             handled = 0
             while True:
+                if plan.max_connections and not plan.refuse_overload and _full(plan):
+                    # New connections wait in the kernel's backlog; the next
+                    # close wakes the loop (OpenConnections.discard).
+                    poller.unregister(listen_fd)
+                    listening = False
+                    waiting_for_room = True
+                    if not handled:
+                        _service_actions(server, plan)
+                    break
                 if plan.handle_one is not None:
                     plan.handle_one()
                     status = HANDLED
                 else:
-                    status = take_and_dispatch(server, plan, listen_fd, buffer, buffer_size)
+                    status = take_and_dispatch(server, plan, listen_fd, datagrams)
                 if status == NOTHING_PENDING and handled:
                     break  # our own probe found nothing: not a request
                 handled += 1
@@ -142,10 +196,16 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
                 backoff.succeeded()
                 if handled >= _DRAIN_BATCH or _shutdown_requested(server):
                     break
-                # Datagrams are received without waiting, so the next try
-                # tells; a stream listener is blocking: ask first.
-                if plan.accept_kind != ACCEPT_DATAGRAM and not _readable_now(listen_fd):
+                # The core's own accept and receive do not wait, so the next
+                # try tells; get_request() may block: ask first.
+                if plan.accept_kind == ACCEPT_CALL and not _readable_now(listen_fd):
                     break
     finally:
+        if waiting_for_room:
+            plan.connections.waiting_for_room = False
         poller.close()
-        free(buffer)
+        if datagrams is not None:
+            plan.leftover_datagrams.extend(datagrams.leftovers(plan))
+        # The listener may have been closed (and its number reused) meanwhile.
+        if restore_blocking and plan.listener.fileno() == listen_fd:
+            fs_make_blocking(listen_fd)

@@ -136,38 +136,79 @@ cdef tuple accept_stream(int listen_fd, Plan plan, int *status):
             continue
         status[0] = _status_of_errno(err)
         return None
+    if plan.tcp_nodelay:
+        fs_set_tcp_nodelay(fd)
     try:
         request = new_socket(plan, fd)
     except BaseException:
         close(fd)
         raise
+    # What TCPServer.get_request does after accept(), in its order.
+    if plan.idle_timeout is not None:
+        request.settimeout(plan.idle_timeout)
+    if plan.open_set is not None:
+        plan.open_set.add(request)
+        if len(plan.open_set) >= plan.prune_at:
+            plan.prune_at = plan.connections.prune()
     status[0] = HANDLED
     return (request, make_sockaddr(<sockaddr *>&storage, addrlen))
 
 
-cdef tuple recv_datagram(int listen_fd, Plan plan, char *buffer, Py_ssize_t size, int *status):
-    """Receive one datagram as ``UDPServer.get_request()`` would, without
-    waiting: None and NOTHING_PENDING once the socket is drained."""
-    cdef sockaddr_storage storage
-    cdef socklen_t addrlen
-    cdef ssize_t n
-    cdef int err
-    while True:
-        addrlen = sizeof(storage)
-        memset(&storage, 0, sizeof(storage))
-        with nogil:
-            n = recvfrom(listen_fd, buffer, size, MSG_DONTWAIT, <sockaddr *>&storage, &addrlen)
-        if n >= 0:
-            break
-        err = errno
-        if err == EINTR:
-            PyErr_CheckSignals()
-            continue
-        status[0] = _status_of_errno(err)
-        return None
-    status[0] = HANDLED
-    return ((PyBytes_FromStringAndSize(buffer, n), plan.listener),
-            make_sockaddr(<sockaddr *>&storage, addrlen))
+cdef class DatagramBatch:
+    """Datagrams received together (one recvmmsg(2) on Linux), handed out
+    one at a time as ``UDPServer.get_request()`` would return them.
+
+    Each datagram is truncated to max_packet_size, as recvfrom() truncates.
+    Those not yet handed out when the loop ends (a handler raised
+    KeyboardInterrupt, say) are returned by ``leftovers()`` so the next
+    loop serves them: a datagram read is never dropped.
+    """
+    cdef fs_datagram_batch batch
+    cdef int count, next           # received, handed out
+
+    def __cinit__(self, Py_ssize_t size):
+        size = max(0, size)
+        # Up to 32 at a time, within ~1 MiB of buffers.
+        if fs_datagram_batch_init(&self.batch, min(FS_MAX_DATAGRAM_BATCH, (1 << 20) // max(1, size)),
+                                  size) < 0:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        fs_datagram_batch_free(&self.batch)
+
+    cdef bint empty(self) noexcept:
+        return self.next >= self.count
+
+    cdef int fill(self, int fd) except -1:
+        """Receive what is waiting, without blocking: HANDLED, or what
+        the errno means for the loop (NOTHING_PENDING once drained)."""
+        cdef int n, err
+        while True:
+            with nogil:
+                n = fs_datagram_batch_recv(fd, &self.batch)
+            if n > 0:
+                self.count = n
+                self.next = 0
+                return HANDLED
+            err = errno
+            if err == EINTR:
+                PyErr_CheckSignals()
+                continue
+            return _status_of_errno(err)
+
+    cdef tuple take(self, Plan plan):
+        """The next datagram: ``((data, server.socket), client_address)``."""
+        cdef int i = self.next
+        address = make_sockaddr(<sockaddr *>&self.batch.addrs[i], self.batch.addrlens[i])
+        data = PyBytes_FromStringAndSize(self.batch.data + i * self.batch.size, self.batch.lengths[i])
+        self.next = i + 1
+        return ((data, plan.listener), address)
+
+    cdef list leftovers(self, Plan plan):
+        cdef list taken = []
+        while not self.empty():
+            taken.append(self.take(plan))
+        return taken
 
 
 cdef int _status_of_errno(int err) noexcept:

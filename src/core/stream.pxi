@@ -121,16 +121,25 @@ cdef class SocketReader:
     cdef char *buffer
     cdef Py_ssize_t capacity, start, end, default_capacity
     cdef bint is_closed, timed_out
+    cdef Py_ssize_t max_line    # readline() with no size: LineTooLong beyond; -1: no limit
 
-    def __cinit__(self, sock, Py_ssize_t buffer_size=-1):
+    def __cinit__(self, *args, **kwargs):
+        # Takes anything: __init__ checks the arguments, and an object whose
+        # __cinit__ failed would still be finalized (and closed) half-made.
         self.buffer = NULL
         self.is_closed = True
 
-    def __init__(self, sock, Py_ssize_t buffer_size=-1):
+    def __init__(self, sock, Py_ssize_t buffer_size=-1, max_line_length=None):
         if buffer_size < 0:
             buffer_size = _DEFAULT_BUFFER_SIZE
         if buffer_size == 0:
             raise ValueError("SocketReader is buffered: use sock.makefile('rb', 0) for raw")
+        if max_line_length is None:
+            self.max_line = -1
+        elif max_line_length <= 0:
+            raise ValueError("max_line_length must be positive or None")
+        else:
+            self.max_line = max_line_length
         self.default_capacity = self.capacity = buffer_size
         self.buffer = <char *>malloc(buffer_size)
         if self.buffer == NULL:
@@ -240,9 +249,15 @@ cdef class SocketReader:
             self._fill(self.default_capacity)
         return self.buffer[self.start:self.end]
 
+    @property
+    def max_line_length(self):
+        return None if self.max_line < 0 else self.max_line
+
     def readline(self, size=-1):
         cdef Py_ssize_t limit = -1 if size is None else size
         self._check_open("readline of closed file")
+        if limit < 0:
+            return self._bounded_readline()
         return self._readline(limit)
 
     def readlines(self, hint=-1):
@@ -250,7 +265,7 @@ cdef class SocketReader:
         lines = []
         self._check_open("readline of closed file")
         while True:
-            line = self._readline(-1)
+            line = self._bounded_readline()
             if not line:
                 return lines
             lines.append(line)
@@ -350,6 +365,15 @@ cdef class SocketReader:
                     return None
                 break
         return self._take(self.end - self.start)
+
+    cdef object _bounded_readline(self):
+        """readline() with no size: up to max_line bytes (LineTooLong.py's twin)."""
+        if self.max_line < 0:
+            return self._readline(-1)
+        line = self._readline(self.max_line)
+        if len(line) >= self.max_line and (<bytes>line)[len(line) - 1] != 10:  # no b"\n"
+            raise _LineTooLong(self.max_line, line)
+        return line
 
     cdef object _readline(self, Py_ssize_t limit):
         cdef Py_ssize_t scanned = 0, span, got

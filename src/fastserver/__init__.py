@@ -10,7 +10,12 @@ import os as _os
 import socket as _socket
 
 from ._engine import CORE_IMPLEMENTATION
-from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
+from .handlers import (
+    BaseRequestHandler,
+    DatagramRequestHandler,
+    LineTooLong,
+    StreamRequestHandler,
+)
 from .mixins import ThreadingMixIn
 from .servers import BaseServer, TCPServer, UDPServer
 
@@ -59,4 +64,22 @@ if hasattr(_socket, "AF_UNIX"):
         __all__.extend(["ForkingUnixStreamServer", "ForkingUnixDatagramServer"])
 
 # fastserver's own names.
-__all__.append("CORE_IMPLEMENTATION")
+from .pool import (  # noqa: E402
+    ThreadPoolMixIn,
+    ThreadPoolStatus,
+    ThreadPoolTCPServer,
+    ThreadPoolUDPServer,
+)
+
+__all__ += [
+    "CORE_IMPLEMENTATION",
+    "LineTooLong",
+    "ThreadPoolMixIn",
+    "ThreadPoolStatus",
+    "ThreadPoolTCPServer",
+    "ThreadPoolUDPServer",
+]
+if hasattr(_socket, "AF_UNIX"):
+    from .pool import ThreadPoolUnixDatagramServer, ThreadPoolUnixStreamServer  # noqa: E402
+
+    __all__ += ["ThreadPoolUnixStreamServer", "ThreadPoolUnixDatagramServer"]

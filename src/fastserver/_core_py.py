@@ -65,7 +65,8 @@ class Waker:
     """A self-pipe: ``wake()`` makes the read end readable."""
 
     def __init__(self):
-        if hasattr(os, "pipe"):
+        # Windows has os.pipe(), but its select() takes sockets only.
+        if os.name == "posix":
             self._read_fd, self._write_fd = os.pipe()
             os.set_blocking(self._read_fd, False)
             os.set_blocking(self._write_fd, False)
@@ -158,12 +159,14 @@ def wait_readable(fd, timeout):
     return bool(readable)
 
 
-def handle_request_noblock(server):
+def handle_request_noblock(server, plan=None):
     """The stdlib's ``BaseServer._handle_request_noblock`` chain.
 
     Returns HANDLED, or what a failed ``get_request()`` says of the listener
     (the stdlib ignores every OSError there, and so do we, but a loop that
-    retried at once would spin).
+    retried at once would spin).  With a ``plan`` whose max_connections is
+    reached and overload is "refuse", the connection goes to
+    ``handle_overload()`` instead of the chain.
     """
     try:
         request, client_address = server.get_request()
@@ -173,6 +176,11 @@ def handle_request_noblock(server):
         if exc.errno in (errno.EBADF, errno.ENOTSOCK):
             return LISTENER_CLOSED
         return HANDLED
+    if plan is not None and plan.max_connections and plan.overload == "refuse":
+        if len(plan.connections) > plan.max_connections:
+            plan.connections.discard(request)
+            server.handle_overload(request, client_address)
+            return HANDLED
     if server.verify_request(request, client_address):
         try:
             server.process_request(request, client_address)
@@ -194,7 +202,9 @@ class Plan:
 
     def __init__(self, *, handle_one=None, accept="call", verify_default=False,
                  process_default=False, finish_default=False, shutdown="call",
-                 service_actions_default=False, listener=None):
+                 service_actions_default=False, listener=None, tcp_nodelay=False,
+                 idle_timeout=None, connections=None, max_connections=None, overload="wait",
+                 leftover_datagrams=None):
         if accept not in ("call", "stream", "datagram"):
             raise KeyError(accept)
         if shutdown not in ("call", "stream", "nothing"):
@@ -209,10 +219,39 @@ class Plan:
         self.shutdown = shutdown
         self.service_actions_default = service_actions_default
         self.listener = listener
+        # The twin calls get_request(), which sets these itself.
+        self.tcp_nodelay = tcp_nodelay
+        self.idle_timeout = idle_timeout
+        if max_connections is not None and connections is None:
+            raise ValueError("max_connections needs the connections registry")
+        if overload not in ("wait", "refuse"):
+            raise ValueError(f"overload must be 'wait' or 'refuse', not {overload!r}")
+        self.connections = connections
+        self.max_connections = max_connections or 0
+        self.overload = overload
+        # The twin receives one datagram per get_request(): none is ever
+        # left over.  The compiled core's batches may be.
+        self.leftover_datagrams = leftover_datagrams
 
 
 def _shutdown_requested(server):
     return server._BaseServer__shutdown_request
+
+
+def _full(plan):
+    """At max_connections with overload="wait"?  Says so to the closers
+    first, then looks again, so a connection closed in between is never
+    missed."""
+    if not plan.max_connections or plan.overload != "wait":
+        return False
+    connections = plan.connections
+    if len(connections) < plan.max_connections:
+        return False
+    connections.waiting_for_room = True
+    if len(connections) < plan.max_connections:
+        connections.waiting_for_room = False
+        return False
+    return True
 
 
 def serve_forever(server, poll_interval, waker, plan):
@@ -231,13 +270,14 @@ def serve_forever(server, poll_interval, waker, plan):
     backoff = 0.0  # the current pause after EMFILE & co, 0 while accepting
     resume_at = 0.0
     listening, listener_gone = True, False
+    waiting_for_room = False  # at max_connections, overload="wait"
     try:
         poller.register(listen_fd)
         poller.register(wake_fd)
         waker.drain()  # a shutdown() of an earlier loop may have left a wake-up
         while not _shutdown_requested(server):
             timeout = poll_interval
-            if not listening and not listener_gone:
+            if not listening and not listener_gone and not waiting_for_room:
                 pause_left = max(0.0, resume_at - monotonic())
                 timeout = pause_left if timeout is None else min(timeout, pause_left)
             ready = poller.wait(timeout)
@@ -246,7 +286,12 @@ def serve_forever(server, poll_interval, waker, plan):
             if wake_fd in ready:
                 waker.drain()
             listener_ready = listening and listen_fd in ready
-            if not listening and not listener_gone and monotonic() >= resume_at:
+            if waiting_for_room:
+                if len(plan.connections) < plan.max_connections:
+                    plan.connections.waiting_for_room = waiting_for_room = False
+                    poller.register(listen_fd)
+                    listening = listener_ready = True  # the clients wait in the backlog
+            elif not listening and not listener_gone and monotonic() >= resume_at:
                 poller.register(listen_fd)
                 listening = listener_ready = True  # try at once: the clients are waiting
             if not listener_ready:
@@ -254,8 +299,17 @@ def serve_forever(server, poll_interval, waker, plan):
                     service_actions()  # a timeout or a wake-up
                 continue
             for handled in range(1, DRAIN_BATCH + 1):
+                if _full(plan):
+                    # New connections wait in the kernel's backlog; the next
+                    # close wakes the loop (OpenConnections.discard).
+                    poller.unregister(listen_fd)
+                    listening = False
+                    waiting_for_room = True
+                    if handled == 1 and service_actions is not None:
+                        service_actions()
+                    break
                 if handle_one is None:
-                    status = handle_request_noblock(server)
+                    status = handle_request_noblock(server, plan)
                 else:
                     handle_one()
                     status = HANDLED
@@ -276,6 +330,8 @@ def serve_forever(server, poll_interval, waker, plan):
                 if _shutdown_requested(server) or not wait_readable(listen_fd, 0):
                     break
     finally:
+        if waiting_for_room:
+            plan.connections.waiting_for_room = False
         poller.close()
 
 
@@ -296,3 +352,52 @@ class SocketWriter(io.BufferedIOBase):
 
     def fileno(self):
         return self._sock.fileno()
+
+
+class LineTooLong(ValueError):
+    """``rfile.readline()`` (or iteration) found no newline within the
+    reader's ``max_line_length`` bytes.  Those bytes were consumed; they are
+    in ``data``, so nothing is lost (asyncio's StreamReader raises a
+    ValueError for the same reason)."""
+
+    def __init__(self, limit, data=b""):
+        super().__init__(f"line longer than {limit} bytes (max_line_length)")
+        self.limit = limit
+        self.data = data
+
+
+class LineLimitedReader(io.BufferedReader):
+    """``sock.makefile('rb', bufsize)`` whose readline() with no size stops
+    at ``max_line_length`` bytes with LineTooLong, so a client that never
+    sends a newline cannot make the server buffer without bound.  A size
+    given by the caller (``readline(65537)``, as http.server does) is obeyed
+    as is."""
+
+    def __init__(self, raw, buffer_size, max_line_length):
+        super().__init__(raw, buffer_size)
+        self.max_line_length = max_line_length
+
+    def readline(self, size=-1):
+        if size is not None and size >= 0:
+            return super().readline(size)
+        line = super().readline(self.max_line_length)
+        if len(line) >= self.max_line_length and not line.endswith(b"\n"):
+            raise LineTooLong(self.max_line_length, line)
+        return line
+
+
+def open_reader(sock, buffer_size, max_line_length):
+    """StreamRequestHandler's rfile: ``sock.makefile('rb', buffer_size)``,
+    with readline() bounded by ``max_line_length`` when that is not None
+    and the reader is buffered."""
+    if max_line_length is None or buffer_size == 0 or not isinstance(sock, socket.socket):
+        return sock.makefile("rb", buffer_size)
+    if max_line_length <= 0:
+        raise ValueError("max_line_length must be positive or None")
+    if buffer_size is None or buffer_size < 0:
+        buffer_size = io.DEFAULT_BUFFER_SIZE
+    # What socket.makefile() does for "rb": SocketIO + a buffered reader,
+    # counted in the socket's _io_refs so close() waits for the file.
+    reader = LineLimitedReader(socket.SocketIO(sock, "rb"), buffer_size, max_line_length)
+    sock._io_refs += 1
+    return reader

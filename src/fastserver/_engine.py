@@ -32,6 +32,7 @@ import os
 
 from . import _core_py as python_core
 from ._plan import plan_for
+from .connections import OpenConnections
 
 #: The compiled core, or None where it was not built or was switched off
 #: (``FASTSERVER_NO_EXTENSIONS=1`` does not even import it).
@@ -58,12 +59,17 @@ class ServerEngine:
     wake-up.
     """
 
-    __slots__ = ("core", "pid", "waker", "loops_running", "close_pending")
+    __slots__ = ("core", "pid", "waker", "connections", "leftover_datagrams",
+                 "loops_running", "close_pending")
 
     def __init__(self, core):
         self.core = core
         self.pid = os.getpid()
         self.waker = core.Waker()
+        self.connections = OpenConnections(self.waker.wake)
+        # Datagrams a loop received in a batch but did not get to serve
+        # (a handler raised KeyboardInterrupt): the next loop serves them.
+        self.leftover_datagrams = []
         self.loops_running = 0
         self.close_pending = False
 
@@ -87,9 +93,23 @@ def engine_for(server):
     return engine
 
 
+def connections_of(server):
+    """The server's OpenConnections in this process."""
+    return engine_for(server).connections
+
+
+def connection_closed(server, request):
+    """``request`` no longer counts as open.  Never makes an engine (and its
+    waker fds) for that: a server without one in this process counted
+    nothing, and a request refused after server_close() must not leak one."""
+    engine = server.__dict__.get("_fastserver_engine")
+    if engine is not None and engine.pid == os.getpid():
+        engine.connections.discard(request)
+
+
 def serve_forever(server, poll_interval):
     engine = engine_for(server)
-    plan = plan_for(server, engine.core)
+    plan = plan_for(server, engine.core, engine.connections, engine.leftover_datagrams)
     engine.loops_running += 1
     try:
         engine.core.serve_forever(server, poll_interval, engine.waker, plan)

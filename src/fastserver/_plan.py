@@ -10,6 +10,8 @@ cannot be told apart from calling it.
 """
 import socket
 
+from . import tls
+
 
 def is_default(server, name, default):
     """True when ``server.<name>`` is ``default``, on the class and the instance."""
@@ -20,8 +22,8 @@ def is_default(server, name, default):
 
 def _plain_listener(server, socket_type):
     """The listening socket when C may use its fd directly: a plain
-    ``socket.socket`` of the expected type, blocking with no timeout (as the
-    stdlib's accept()/recvfrom() see it), and the fd the loop polls."""
+    ``socket.socket`` of the expected type, with no timeout, and the fd the
+    loop polls."""
     from .servers import TCPServer
 
     listener = getattr(server, "socket", None)
@@ -31,13 +33,24 @@ def _plain_listener(server, socket_type):
         return None
     if listener.family not in (socket.AF_INET, socket.AF_INET6, getattr(socket, "AF_UNIX", None)):
         return None
-    if listener.gettimeout() is not None or socket.getdefaulttimeout() is not None:
+    # Blocking with no timeout, or non-blocking (a listener shared between
+    # processes): either way the core's accept(2) takes what is there.
+    if listener.gettimeout() not in (None, 0.0) or socket.getdefaulttimeout() is not None:
         return None
     return listener
 
 
-def plan_for(server, core):
-    """The core's Plan for ``server``'s next serve_forever() loop."""
+def _is_stream_server(server, TCPServer):
+    return isinstance(server, TCPServer) and getattr(server, "socket_type", None) == socket.SOCK_STREAM
+
+
+def plan_for(server, core, connections=None, leftover_datagrams=None):
+    """The core's Plan for ``server``'s next serve_forever() loop.
+
+    ``connections`` is the server's OpenConnections registry; stream
+    servers use it for max_connections (and the core's own accept and
+    close keep it, as TCPServer.get_request and close_request do).
+    """
     from .servers import BaseServer, TCPServer, UDPServer
 
     if not is_default(server, "_handle_request_noblock", BaseServer._handle_request_noblock):
@@ -50,6 +63,11 @@ def plan_for(server, core):
     elif is_default(server, "get_request", UDPServer.get_request):
         listener = _plain_listener(server, socket.SOCK_DGRAM)
         accept = "datagram" if listener is not None else "call"
+    # fastserver.tls: with ssl_context set, get_request() wraps each
+    # connection and finish_request() runs its handshake: both stay calls.
+    tls_enabled = tls.enabled(server)
+    if tls_enabled:
+        accept, listener = "call", None
 
     shutdown = "call"
     if is_default(server, "shutdown_request", TCPServer.shutdown_request) and is_default(
@@ -61,12 +79,33 @@ def plan_for(server, core):
     ):
         shutdown = "nothing"
 
+    # TCPServer.get_request sets TCP_NODELAY on TCP connections; when the
+    # core accepts instead, it does that too.
+    tcp_nodelay = (
+        accept == "stream"
+        and bool(getattr(server, "tcp_nodelay", False))
+        and listener.family in (socket.AF_INET, getattr(socket, "AF_INET6", None))
+    )
+
+    limits = {}
+    if connections is not None and _is_stream_server(server, TCPServer):
+        limits = dict(
+            connections=connections,
+            max_connections=getattr(server, "max_connections", None),
+            overload=getattr(server, "overload", "wait"),
+            idle_timeout=getattr(server, "idle_timeout", None),
+        )
+
     return core.Plan(
+        **limits,
+        leftover_datagrams=leftover_datagrams,
+        tcp_nodelay=tcp_nodelay,
         accept=accept,
         listener=listener,
         verify_default=is_default(server, "verify_request", BaseServer.verify_request),
         process_default=is_default(server, "process_request", BaseServer.process_request),
-        finish_default=is_default(server, "finish_request", BaseServer.finish_request),
+        finish_default=not tls_enabled
+        and is_default(server, "finish_request", BaseServer.finish_request),
         shutdown=shutdown,
         service_actions_default=is_default(server, "service_actions", BaseServer.service_actions),
     )

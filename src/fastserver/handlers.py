@@ -4,7 +4,9 @@ import socket
 from io import BytesIO
 
 from . import _engine
+from ._core_py import LineTooLong
 from ._core_py import SocketWriter as _SocketWriter  # the stdlib's name for it
+from ._core_py import open_reader as _open_reader
 
 
 class BaseRequestHandler:
@@ -57,13 +59,20 @@ class StreamRequestHandler(BaseRequestHandler):
     # Use only when wbufsize != 0, to avoid small packets.
     disable_nagle_algorithm = False
 
+    # fastserver: the longest line rfile.readline() (and iteration) returns
+    # when the caller gives no size; beyond it LineTooLong (a ValueError)
+    # is raised, so a client that never sends a newline cannot make the
+    # server buffer without bound.  64 KiB, asyncio's StreamReader limit.
+    # None: no limit (the stdlib's behaviour).
+    max_line_length = 65536
+
     def setup(self):
         self.connection = self.request
         if self.timeout is not None:
             self.connection.settimeout(self.timeout)
         if self.disable_nagle_algorithm:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-        self.rfile = self.connection.makefile("rb", self.rbufsize)
+        self.rfile = _open_reader(self.connection, self.rbufsize, self.max_line_length)
         if self.wbufsize == 0:
             self.wfile = _SocketWriter(self.connection)
         else:

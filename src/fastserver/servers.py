@@ -11,11 +11,23 @@ import sys
 import threading
 from time import monotonic as time
 
-from . import _engine
+from . import _engine, inherit, tls
 from .mixins import ThreadingMixIn
 
 if hasattr(os, "fork"):
     from .mixins import ForkingMixIn
+
+
+_TCP_FAMILIES = (socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET))
+
+
+def set_tcp_nodelay(sock):
+    """Turn Nagle's algorithm off on a TCP connection; a socket that is not
+    TCP after all (a swapped-in listener) is left as it is."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
 
 
 class BaseServer:
@@ -45,6 +57,10 @@ class BaseServer:
     """
 
     timeout = None
+    # fastserver.tls: the bound, in seconds, on the TLS handshake that
+    # finish_request() completes before the handler (None: the socket's own
+    # timeout).  See TCPServer.ssl_context.
+    ssl_handshake_timeout = 10.0
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
@@ -74,17 +90,47 @@ class BaseServer:
             self.__shutdown_request = False
             self.__is_shut_down.set()
 
-    def shutdown(self):
+    def shutdown(self, timeout=None):
         """Stops the serve_forever loop.
 
         Blocks until the loop has finished.  This must be called while
         serve_forever() is running in another thread, or it will deadlock.
         Unlike the stdlib, the loop is woken at once instead of noticing
         at its next poll_interval.
+
+        fastserver: with a ``timeout`` (seconds), a graceful drain: the loop
+        stops accepting at once, connections in flight get until the
+        deadline to finish, and the ones still open then are cut (see
+        drain()).  Nothing is cut before the deadline.
         """
         self.__shutdown_request = True
         _engine.wake(self)
-        self.__is_shut_down.wait()
+        if timeout is None:
+            self.__is_shut_down.wait()
+            return
+        deadline = time() + timeout
+        if not self.__is_shut_down.wait(timeout):
+            # The loop is still inside a request (a synchronous server):
+            # cut it, so its handler sees EOF, and let the loop end.
+            _engine.connections_of(self).cut()
+            self.__is_shut_down.wait()
+        self.drain(max(0.0, deadline - time()))
+
+    def drain(self, timeout):
+        """fastserver: wait up to ``timeout`` seconds for the stream
+        connections in flight (accepted, not yet closed by close_request())
+        to finish, then shut down both directions of those still open, so
+        their handlers see EOF or an error and end.  Returns the number of
+        connections cut (0: everything finished in time).
+
+        Call it once the loop has stopped (shutdown(timeout=...) does).
+        Datagram requests have no connection to wait for; server_close()
+        still joins their threads.
+        """
+        connections = _engine.connections_of(self)
+        if connections.wait_until_empty(timeout):
+            return 0
+        return connections.cut()
 
     def service_actions(self):
         """Called by the serve_forever() loop.
@@ -158,6 +204,11 @@ class BaseServer:
 
     def finish_request(self, request, client_address):
         """Finish one request by instantiating RequestHandlerClass."""
+        # fastserver.tls: a TLS connection completes its handshake here, where
+        # the request is served (its thread, worker or child), not in the loop;
+        # on failure handle_tls_error() has been told and the handler never runs.
+        if not tls.complete_handshake(self, request, client_address):
+            return
         self.RequestHandlerClass(request, client_address, self)
 
     def shutdown_request(self, request):
@@ -167,6 +218,29 @@ class BaseServer:
     def close_request(self, request):
         """Called to clean up an individual request."""
         pass
+
+    # fastserver: what serve_forever() does when a capacity limit is
+    # reached (TCPServer.max_connections; ThreadPoolMixIn's queue):
+    # "wait" -- stop accepting until there is room (new connections wait in
+    # the kernel's backlog); "refuse" -- accept and hand the request to
+    # handle_overload() instead of verify_request().
+    overload = "wait"
+
+    def handle_overload(self, request, client_address):
+        """fastserver: called instead of the request chain when a limit is
+        reached and ``overload == "refuse"``.  May be overridden (to send a
+        "busy" reply first, say).  The default closes the connection (or
+        drops the datagram) through shutdown_request()."""
+        self.shutdown_request(request)
+
+    def handle_tls_error(self, request, client_address, exc):
+        """fastserver: a TLS handshake failed or timed out (``exc``).  May be
+        overridden.
+
+        The connection is closed afterwards and the handler never runs.  The
+        default logs one warning line (no traceback) to ``fastserver.tls``.
+        """
+        tls.log_tls_error(client_address, exc)
 
     def handle_error(self, request, client_address):
         """Handle an error gracefully.  May be overridden.
@@ -202,6 +276,32 @@ class TCPServer(BaseServer):
     request_queue_size = 5
     allow_reuse_address = False
     allow_reuse_port = False
+    # fastserver: accepted TCP connections get TCP_NODELAY, as in asyncio,
+    # uvloop and Go.  Without it a handler's small writes wait for the
+    # client's delayed ACK (Nagle): ~40 ms per keep-alive HTTP response.
+    # Set to False for the stdlib's behaviour.  Read when a loop starts.
+    tcp_nodelay = True
+    # fastserver: the most connections open at once (accepted and not yet
+    # closed by close_request()), or None for no limit.  Beyond it,
+    # ``overload`` says whether new connections wait in the backlog or are
+    # refused through handle_overload().  Read when a loop starts.
+    max_connections = None
+    # fastserver: seconds a connection may stay silent: set as each
+    # accepted socket's timeout, so a recv() or send() that makes no
+    # progress for that long raises TimeoutError in the handler (and the
+    # slow client's thread is freed).  A handler's own ``timeout``
+    # (StreamRequestHandler.timeout) overrides it.  None: no timeout.
+    idle_timeout = None
+    # fastserver.tls: an ssl.SSLContext (server side) to serve every
+    # connection over TLS; see BaseServer.ssl_handshake_timeout and
+    # handle_tls_error().  Read when a loop starts.
+    ssl_context = None
+
+    # fastserver.inherit: a server on a socket bound elsewhere (a supervisor,
+    # systemd socket activation): cls.from_socket(sock, RequestHandlerClass,
+    # *args, **kwargs) and cls.from_fd(fd, ...).
+    from_socket = classmethod(inherit.server_from_socket)
+    from_fd = classmethod(inherit.server_from_fd)
 
     def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True):
         """Constructor.  May be extended, do not override."""
@@ -220,6 +320,9 @@ class TCPServer(BaseServer):
 
         May be overridden.
         """
+        if inherit.is_adopted(self):  # fastserver: from_socket(), bound already
+            self.server_address = self.socket.getsockname()
+            return
         if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if self.allow_reuse_port and hasattr(socket, "SO_REUSEPORT"):
@@ -232,6 +335,9 @@ class TCPServer(BaseServer):
 
         May be overridden.
         """
+        # fastserver: a socket from from_socket() that listens keeps its backlog.
+        if inherit.is_adopted(self) and inherit.is_listening(self.socket):
+            return
         self.socket.listen(self.request_queue_size)
 
     def server_close(self):
@@ -254,7 +360,16 @@ class TCPServer(BaseServer):
 
         May be overridden.
         """
-        return self.socket.accept()
+        request, client_address = self.socket.accept()
+        if self.tcp_nodelay and self.address_family in _TCP_FAMILIES:
+            set_tcp_nodelay(request)
+        if self.idle_timeout is not None:
+            request.settimeout(self.idle_timeout)
+        if self.ssl_context is not None:
+            # fastserver.tls: wrapped now, handshake later in finish_request().
+            request = tls.wrap_accepted(self, request, client_address)
+        _engine.connections_of(self).add(request)
+        return request, client_address
 
     def shutdown_request(self, request):
         """Called to shutdown and close an individual request."""
@@ -269,6 +384,7 @@ class TCPServer(BaseServer):
     def close_request(self, request):
         """Called to clean up an individual request."""
         request.close()
+        _engine.connection_closed(self, request)
 
 
 class UDPServer(TCPServer):

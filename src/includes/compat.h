@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <stdint.h>
 #include <time.h>
@@ -75,6 +76,7 @@ static inline int kevent(int kq, const struct kevent *changes, int nchanges,
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 
 /* accept(2) with the new fd close-on-exec, as Python's socket.accept()
@@ -98,6 +100,30 @@ static inline int fs_accept_cloexec(int fd, struct sockaddr *addr, socklen_t *le
 #endif
 }
 
+/* Nagle off on an accepted TCP connection.  A failure is not the client's
+ * problem and changes nothing the handler can see: ignored, as asyncio does. */
+static inline void fs_set_tcp_nodelay(int fd)
+{
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* Put ``fd`` in non-blocking mode; returns 1 if it was blocking before (so
+ * the caller restores it), 0 if it already was non-blocking, -1 on error. */
+static inline int fs_make_nonblocking(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -1;
+    if (flags & O_NONBLOCK) return 0;
+    return fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ? -1 : 1;
+}
+
+static inline void fs_make_blocking(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0 && (flags & O_NONBLOCK)) (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+}
+
 /* The dotted quad of an IPv4 address, as inet_ntop() writes it, without
  * going through sprintf (which made up a tenth of the accept path's
  * instructions).  ``out`` holds at least 16 bytes; returns the length. */
@@ -114,6 +140,94 @@ static inline int fs_format_ipv4(const struct in_addr *addr, char *out)
     }
     *p = '\0';
     return (int)(p - out);
+}
+
+/* A batch of datagrams received together without waiting: one
+ * recvmmsg(2) on Linux, one recvfrom(2) elsewhere.  Datagram i lands in
+ * data + i * size (truncated to ``size`` bytes, as recvfrom truncates),
+ * with its length in lengths[i] and its sender in addrs[i] / addrlens[i].
+ * The message headers are set up once, not per call. */
+#define FS_MAX_DATAGRAM_BATCH 32
+
+typedef struct {
+    int capacity;
+    size_t size;
+    char *data;
+    struct sockaddr_storage *addrs;
+    socklen_t *addrlens;
+    size_t *lengths;
+#if defined(__linux__)
+    struct mmsghdr *msgs;
+    struct iovec *iovs;
+#endif
+} fs_datagram_batch;
+
+static inline void fs_datagram_batch_free(fs_datagram_batch *b)
+{
+    free(b->data); free(b->addrs); free(b->addrlens); free(b->lengths);
+    b->data = NULL; b->addrs = NULL; b->addrlens = NULL; b->lengths = NULL;
+#if defined(__linux__)
+    free(b->msgs); free(b->iovs);
+    b->msgs = NULL; b->iovs = NULL;
+#endif
+}
+
+/* 0, or -1 when out of memory (``b`` is then freed). */
+static inline int fs_datagram_batch_init(fs_datagram_batch *b, int capacity, size_t size)
+{
+    memset(b, 0, sizeof(*b));
+    if (capacity < 1) capacity = 1;
+    if (capacity > FS_MAX_DATAGRAM_BATCH) capacity = FS_MAX_DATAGRAM_BATCH;
+#if !defined(__linux__)
+    capacity = 1;
+#endif
+    b->capacity = capacity;
+    b->size = size;
+    b->data = malloc((size_t)capacity * size + 1);
+    b->addrs = calloc((size_t)capacity, sizeof(*b->addrs));
+    b->addrlens = calloc((size_t)capacity, sizeof(*b->addrlens));
+    b->lengths = calloc((size_t)capacity, sizeof(*b->lengths));
+    int ok = b->data && b->addrs && b->addrlens && b->lengths;
+#if defined(__linux__)
+    b->msgs = calloc((size_t)capacity, sizeof(*b->msgs));
+    b->iovs = calloc((size_t)capacity, sizeof(*b->iovs));
+    ok = ok && b->msgs && b->iovs;
+    for (int i = 0; ok && i < capacity; i++) {
+        b->iovs[i].iov_base = b->data + (size_t)i * size;
+        b->iovs[i].iov_len = size;
+        b->msgs[i].msg_hdr.msg_iov = &b->iovs[i];
+        b->msgs[i].msg_hdr.msg_iovlen = 1;
+        b->msgs[i].msg_hdr.msg_name = &b->addrs[i];
+    }
+#endif
+    if (!ok) {
+        fs_datagram_batch_free(b);
+        return -1;
+    }
+    return 0;
+}
+
+/* How many datagrams were received (at least 1), or -1 with errno set
+ * (EAGAIN: none waiting). */
+static inline int fs_datagram_batch_recv(int fd, fs_datagram_batch *b)
+{
+#if defined(__linux__)
+    for (int i = 0; i < b->capacity; i++)
+        b->msgs[i].msg_hdr.msg_namelen = sizeof(b->addrs[i]);  /* the kernel overwrites it */
+    int n = recvmmsg(fd, b->msgs, (unsigned int)b->capacity, MSG_DONTWAIT, NULL);
+    for (int i = 0; i < n; i++) {
+        b->lengths[i] = b->msgs[i].msg_len;
+        b->addrlens[i] = b->msgs[i].msg_hdr.msg_namelen;
+    }
+    return n;
+#else
+    b->addrlens[0] = sizeof(b->addrs[0]);
+    ssize_t n = recvfrom(fd, b->data, b->size, MSG_DONTWAIT,
+                         (struct sockaddr *)&b->addrs[0], &b->addrlens[0]);
+    if (n < 0) return -1;
+    b->lengths[0] = (size_t)n;
+    return 1;
+#endif
 }
 
 /* send(2) flag that turns SIGPIPE into EPIPE where the platform has it

@@ -125,6 +125,20 @@ cdef extern from "includes/compat.h" nogil:
     void *memcpy(void *dest, const void *src, size_t n)
     ssize_t recvfrom(int fd, void *buf, size_t len, int flags, sockaddr *addr, socklen_t *addrlen)
     int fs_accept_cloexec(int fd, sockaddr *addr, socklen_t *addrlen)
+    void fs_set_tcp_nodelay(int fd)
+    int fs_make_nonblocking(int fd)
+    void fs_make_blocking(int fd)
+    const int FS_MAX_DATAGRAM_BATCH
+    ctypedef struct fs_datagram_batch:
+        int capacity
+        size_t size
+        char *data
+        sockaddr_storage *addrs
+        socklen_t *addrlens
+        size_t *lengths
+    int fs_datagram_batch_init(fs_datagram_batch *b, int capacity, size_t size)
+    void fs_datagram_batch_free(fs_datagram_batch *b)
+    int fs_datagram_batch_recv(int fd, fs_datagram_batch *b)
 
     int errno
     const int EINTR
