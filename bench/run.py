@@ -80,8 +80,11 @@ WORKLOADS = {
     "tcp-persistent-1": Workload("tcp-persistent", "loadgen", "tcp-rr", 1, 64),
     "http-close": Workload("http", "wrk", concurrency=10, keepalive=False),
     "http-keepalive": Workload("http", "wrk", concurrency=10, keepalive=True),
+    # Issue 4's rows: each module's defaults (Nagle), and the thread pool.
+    "http-keepalive-as-is": Workload("http-as-is", "wrk", concurrency=10, keepalive=True),
+    "http-close-pool": Workload("http-pool", "wrk", concurrency=10, keepalive=False),
 }
-ALIASES = {"http": ["http-close", "http-keepalive"]}
+ALIASES = {"http": ["http-close", "http-keepalive", "http-keepalive-as-is", "http-close-pool"]}
 DEFAULT_WORKLOADS = list(WORKLOADS) + ["shutdown"]
 
 
@@ -435,7 +438,7 @@ def measured_run(impl, name, args, tmpdir):
         discarded.append(result)
 
 
-def run_workload(name, args, tmpdir, all_runs):
+def run_workload(name, args, tmpdir, all_runs, progress):
     """Alternate stdlib and fastserver runs; return kept and discarded runs.
 
     Each run is also appended to all_runs as soon as it is done.
@@ -443,6 +446,7 @@ def run_workload(name, args, tmpdir, all_runs):
     runs = []
     for i in range(args.runs):
         for impl in IMPLS:
+            progress.step(f"{name}: {impl}, run {i + 1} of {args.runs}")
             result, discarded = measured_run(impl, name, args, tmpdir)
             for r in discarded + [result]:
                 r["run"] = i
@@ -511,7 +515,7 @@ def fmt_spread(spread, width):
     return f"{'-' if spread is None else f'±{spread / 2:.0f}%':>{width}}"
 
 
-HEADER = (f"{'workload':<18}{'impl':<12}{'ops/s':>10}{'p50 us':>9}{'p99 us':>9}"
+HEADER = (f"{'workload':<22}{'impl':<12}{'ops/s':>10}{'p50 us':>9}{'p99 us':>9}"
           f"{'srv us/op':>11}{'spread':>8}{'srv%':>6}{'gen%':>6}{'bg%':>5}{'err':>5}"
           f"{'us/op ratio':>13}{'ops/s ratio':>13}")
 
@@ -519,7 +523,7 @@ HEADER = (f"{'workload':<18}{'impl':<12}{'ops/s':>10}{'p50 us':>9}{'p99 us':>9}"
 def print_summary(summary):
     for impl in IMPLS:
         row = summary[impl]
-        cells = [f"{summary['workload']:<18}{impl:<12}",
+        cells = [f"{summary['workload']:<22}{impl:<12}",
                  fmt(row["ops_per_sec"], ",.0f", 10),
                  fmt(row["p50_us"], ".0f", 9),
                  fmt(row["p99_us"], ".0f", 9),
@@ -534,7 +538,7 @@ def print_summary(summary):
                       fmt(summary["ratio_ops_per_sec"], ".2f", 13)]
         print("".join(cells), flush=True)
     if any((summary[impl]["client_cpu_pct"] or 0) > CLIENT_BOUND for impl in IMPLS):
-        print(f"{'':<18}^ client-bound: the load generator's core is saturated, so "
+        print(f"{'':<22}^ client-bound: the load generator's core is saturated, so "
               "ops/s is its limit; compare srv us/op", flush=True)
 
 
@@ -556,12 +560,36 @@ def run_shutdown(quick, tmpdir):
 
 def print_shutdown(result):
     std, fast = result["stdlib"]["median_ms"], result["fastserver"]["median_ms"]
-    print(f"{'shutdown':<18}{'stdlib':<12}median {std:8.3f} ms  "
+    print(f"{'shutdown':<22}{'stdlib':<12}median {std:8.3f} ms  "
           f"(p90 {result['stdlib']['p90_ms']:.3f} ms)")
-    print(f"{'shutdown':<18}{'fastserver':<12}median {fast:8.3f} ms  "
+    print(f"{'shutdown':<22}{'fastserver':<12}median {fast:8.3f} ms  "
           f"(p90 {result['fastserver']['p90_ms']:.3f} ms)"
           f"  ratio {fast / std:.4f} ({result['trials']} trials, "
           f"poll_interval {result['poll_interval']} s)", flush=True)
+
+
+# ---- progress, for `python -m fastserver bench`'s bar ---------------------
+
+class Progress:
+    """Counts the planned measurements (a run per implementation per --runs,
+    one for the shutdown row) and reports each start to a callback,
+    ``callback(done, total, label)``; ``label`` is None once all are done.
+    A run redone because the machine was busy is not counted again."""
+
+    def __init__(self, names, runs, callback=None):
+        self.total = sum(1 if name == "shutdown" else len(IMPLS) * runs for name in names)
+        self.done = 0
+        self.callback = callback
+
+    def step(self, label):
+        """A measurement starts (and the one before it, if any, is done)."""
+        if self.callback:
+            self.callback(self.done, self.total, label)
+        self.done += 1
+
+    def finish(self):
+        if self.callback:
+            self.callback(self.total, self.total, None)
 
 
 # ---- main -------------------------------------------------------------------
@@ -649,6 +677,12 @@ def metadata(args):
 
 
 def main(argv=None):
+    return run_suite(argv)[0]
+
+
+def run_suite(argv=None, progress=None):
+    """The whole command: returns (exit status, report).  The report is what
+    --json writes; ``progress`` is a Progress callback."""
     args = parse_args(argv)
     report = {"meta": {}, "summary": [], "runs": []}
     # SIGTERM unwinds like Ctrl-C, so the finally clauses stop the server.
@@ -666,25 +700,28 @@ def main(argv=None):
         print("medians of the runs; spread = ± half the range of srv us/op; "
               "ratios = fastserver/stdlib (us/op: lower is better)")
         print(HEADER, flush=True)
+        steps = Progress(names, args.runs, progress)
         with tempfile.TemporaryDirectory(prefix="fastserver-bench-") as tmpdir:
             for name in names:
                 if name == "shutdown":
+                    steps.step("shutdown latency")
                     report["shutdown"] = run_shutdown(args.quick, tmpdir)
                     print_shutdown(report["shutdown"])
                     continue
-                runs = run_workload(name, args, tmpdir, report["runs"])
+                runs = run_workload(name, args, tmpdir, report["runs"], steps)
                 summary = summarize(name, runs)
                 report["summary"].append(summary)
                 print_summary(summary)
+        steps.finish()
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         report["error"] = str(exc)
-        return 1
+        return 1, report
     finally:
         if args.json:  # what was measured, even when a run failed
             with open(args.json, "w") as out:
                 json.dump(report, out, indent=2)
-    return 0
+    return 0, report
 
 
 if __name__ == "__main__":

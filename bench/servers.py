@@ -27,6 +27,11 @@ Workloads:
   http            http.server.BaseHTTPRequestHandler, HTTP/1.1, a 13-byte
                   body, on a ThreadingHTTPServer built from the module
                   (Nagle off: see HelloHandler)
+  http-as-is      the same handler without disable_nagle_algorithm, as
+                  people write it: what each module's defaults give
+                  (fastserver sets TCP_NODELAY on accepted connections)
+  http-pool       the http handler on fastserver's ThreadPoolMixIn, against
+                  the stdlib's ThreadingHTTPServer (a thread per connection)
 """
 import argparse
 import http.server
@@ -120,6 +125,11 @@ class HelloHandler(http.server.BaseHTTPRequestHandler):
 
 
 def http_server(module):
+    """http.server's ThreadingHTTPServer on ``module``, and the handler."""
+    return http_classes(module)[1], HelloHandler
+
+
+def http_classes(module):
     """http.server's HTTPServer and ThreadingHTTPServer, on ``module``."""
 
     class HTTPServer(module.TCPServer):
@@ -134,7 +144,31 @@ def http_server(module):
     class ThreadingHTTPServer(module.ThreadingMixIn, HTTPServer):
         daemon_threads = True
 
-    return ThreadingHTTPServer, HelloHandler
+    return HTTPServer, ThreadingHTTPServer
+
+
+class AsIsHelloHandler(HelloHandler):
+    """HelloHandler with StreamRequestHandler's default, Nagle on."""
+
+    disable_nagle_algorithm = False
+
+
+def http_as_is(module):
+    server_class, _ = http_server(module)
+    return server_class, AsIsHelloHandler
+
+
+def http_pool(module):
+    """fastserver: ThreadPoolMixIn; the stdlib: ThreadingHTTPServer."""
+    http_server_class, threading_server = http_classes(module)
+    if module is socketserver:
+        return threading_server, HelloHandler
+    from fastserver.pool import ThreadPoolMixIn
+
+    class ThreadPoolHTTPServer(ThreadPoolMixIn, http_server_class):
+        daemon_threads = True
+
+    return ThreadPoolHTTPServer, HelloHandler
 
 
 WORKLOADS = {
@@ -144,6 +178,8 @@ WORKLOADS = {
     "udp-dgram": udp_dgram,
     "tcp-persistent": tcp_persistent,
     "http": http_server,
+    "http-as-is": http_as_is,
+    "http-pool": http_pool,
 }
 IMPLS = {"stdlib": socketserver, "fastserver": fastserver}
 
