@@ -129,6 +129,7 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
         waker._drain()  # a shutdown() of an earlier loop may have left a wake-up
         _serve_leftover_datagrams(server, plan)
         while not _shutdown_requested(server):
+            PyErr_CheckSignals()  # handlers pending since the last wait run first
             timeout = interval
             if not listening and not listener_gone and not waiting_for_room:
                 timeout = max(0.0, backoff.resume_at - fs_monotonic())

@@ -83,3 +83,11 @@ if hasattr(_socket, "AF_UNIX"):
     from .pool import ThreadPoolUnixDatagramServer, ThreadPoolUnixStreamServer  # noqa: E402
 
     __all__ += ["ThreadPoolUnixStreamServer", "ThreadPoolUnixDatagramServer"]
+if hasattr(_os, "fork"):
+    from .workers import PreforkMixIn, PreforkTCPServer, PreforkUDPServer  # noqa: E402
+
+    __all__ += ["PreforkMixIn", "PreforkTCPServer", "PreforkUDPServer"]
+    if hasattr(_socket, "AF_UNIX"):
+        from .workers import PreforkUnixDatagramServer, PreforkUnixStreamServer  # noqa: E402
+
+        __all__ += ["PreforkUnixStreamServer", "PreforkUnixDatagramServer"]

@@ -28,6 +28,7 @@ service_actions_default=False, listener=None)``
 The environment picks the default core: ``FASTSERVER_NO_EXTENSIONS=1``
 selects the twin; otherwise the compiled core is used when it was built.
 """
+import contextlib
 import os
 
 from . import _core_py as python_core
@@ -107,17 +108,26 @@ def connection_closed(server, request):
         engine.connections.discard(request)
 
 
-def serve_forever(server, poll_interval):
+@contextlib.contextmanager
+def loop_running(server):
+    """The server's engine, for a loop that polls its waker: server_close()
+    in another thread must not close the waker's fd under that loop (the
+    number could be reused); the last loop to leave closes it instead."""
     engine = engine_for(server)
-    plan = plan_for(server, engine.core, engine.connections, engine.leftover_datagrams)
     engine.loops_running += 1
     try:
-        engine.core.serve_forever(server, poll_interval, engine.waker, plan)
+        yield engine
     finally:
         engine.loops_running -= 1
         if engine.close_pending and not engine.loops_running:
             engine.close_pending = False
             engine.waker.close()
+
+
+def serve_forever(server, poll_interval):
+    with loop_running(server) as engine:
+        plan = plan_for(server, engine.core, engine.connections, engine.leftover_datagrams)
+        engine.core.serve_forever(server, poll_interval, engine.waker, plan)
 
 
 def wake(server):
