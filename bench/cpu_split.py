@@ -54,7 +54,8 @@ def measure(impl, name, duration, tmpdir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default="tcp-base,tcp-stream,udp-base,udp-dgram,tcp-persistent")
+    parser.add_argument("--workloads",
+                        default="tcp-base,tcp-stream,udp-base,udp-dgram,tcp-persistent")
     parser.add_argument("--duration", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
@@ -64,10 +65,12 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmpdir:
         for name in args.workloads.split(","):
             for impl in run.IMPLS:
-                samples = sorted((measure(impl, name, args.duration, tmpdir) for _ in range(args.runs)),
-                                 key=sum)
+                samples = sorted(
+                    (measure(impl, name, args.duration, tmpdir) for _ in range(args.runs)),
+                    key=sum)
                 user, kernel = samples[len(samples) // 2]  # the run with the median total
-                print(f"{name:<16}{impl:<12}{user:>11.1f}{kernel:>13.1f}{100 * kernel / (user + kernel):>8.0f}%",
+                kernel_pct = 100 * kernel / (user + kernel)
+                print(f"{name:<16}{impl:<12}{user:>11.1f}{kernel:>13.1f}{kernel_pct:>8.0f}%",
                       flush=True)
 
 

@@ -48,7 +48,8 @@ def run_server(impl, workload, ops, out_file):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start: {server.stderr.read()}")
             time.sleep(0.1)
-        port = open(ready).read().strip()
+        with open(ready) as ready_file:
+            port = ready_file.read().strip()
         if ops:
             subprocess.run(
                 [LOADGEN, *MODES[workload], "--addr", f"127.0.0.1:{port}", "--ops", str(ops),
@@ -78,7 +79,8 @@ def main(argv=None):
         sys.exit("build the load generator first: python bench/run.py --quick")
     workdir = args.keep or tempfile.mkdtemp(prefix="fastserver-callgrind-")
     os.makedirs(workdir, exist_ok=True)
-    print(f"instructions per request (callgrind), {args.ops} requests, python {sys.version.split()[0]}")
+    print(f"instructions per request (callgrind), {args.ops} requests, "
+          f"python {sys.version.split()[0]}")
     print(f"{'workload':<16}{'stdlib':>12}{'fastserver':>12}{'ratio':>8}")
     for workload in args.workloads.split(","):
         per_op = {}

@@ -190,7 +190,8 @@ class Server:
     def __init__(self, impl, workload, tmpdir, backlog):
         self.ready_file = os.path.join(tmpdir, f"{impl}-{workload}.port")
         self.log_path = os.path.join(tmpdir, f"{impl}-{workload}.log")
-        self.log = open(self.log_path, "w")
+        # Open for the server's whole life (its stdout); close() closes it.
+        self.log = open(self.log_path, "w")  # noqa: SIM115
         cmd = ["taskset", "-c", SERVER_CPU, sys.executable, SERVERS,
                "--impl", impl, "--workload", workload, "--port", "0",
                "--ready-file", self.ready_file, "--backlog", str(backlog)]
@@ -500,7 +501,10 @@ def summarize(name, runs):
         rows[impl]["errors"] = sum(r.get("errors") or 0 for r in mine)
         rows[impl]["runs"] = len(mine)
     std, fast = rows["stdlib"], rows["fastserver"]
-    ratio = lambda key: (fast[key] / std[key]) if fast[key] and std[key] else None
+
+    def ratio(key):
+        return (fast[key] / std[key]) if fast[key] and std[key] else None
+
     return {"workload": name, "stdlib": std, "fastserver": fast,
             "ratio_us_per_op": ratio("server_us_per_op"),
             "ratio_ops_per_sec": ratio("ops_per_sec")}

@@ -26,7 +26,8 @@ import _socket as _c_socket
 from fastserver._core_py import SocketWriter as _PySocketWriter
 from fastserver._core_py import LineTooLong as _LineTooLong, open_reader as _py_open_reader
 
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno

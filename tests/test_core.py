@@ -42,7 +42,7 @@ def test_waker_wakes_poller(poller_factory):
 
 
 def test_poller_reports_listener_and_unregister(poller_factory):
-    core, make = poller_factory
+    _core, make = poller_factory
     poller = make()
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))

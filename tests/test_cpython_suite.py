@@ -85,10 +85,10 @@ def check_result(returncode, output, modname, allowed):
     summary = re.search(r"^FAILED \((.*)\)$", output, re.M)
     if failed:
         assert summary, tail
-        counts = dict(
-            (k, int(v)) for k, v in (item.split("=") for item in summary.group(1).split(", "))
-        )
-        reported = counts.get("failures", 0) + counts.get("errors", 0) + counts.get("unexpected successes", 0)
+        counts = {
+            k: int(v) for k, v in (item.split("=") for item in summary.group(1).split(", "))
+        }
+        reported = sum(counts.get(key, 0) for key in ("failures", "errors", "unexpected successes"))
         # Every failure was seen (and so checked against the allowed list).
         assert reported == len(failed), tail
     else:
@@ -122,7 +122,9 @@ print(fastserver.CORE_IMPLEMENTATION, _engine.core is _engine.python_core, backe
 
 def test_cpython_suite_on_fastserver(fs, variant, tmp_path):
     source = cpython_test_source()
-    patched, n = re.subn(r"^import socketserver$", "import fastserver as socketserver", source, flags=re.M)
+    patched, n = re.subn(
+        r"^import socketserver$", "import fastserver as socketserver", source, flags=re.M
+    )
     assert n == 1, "expected exactly one 'import socketserver' line in the CPython test module"
     env = variant_env(variant)
 

@@ -117,7 +117,7 @@ def test_rfile_iteration_over_lines(ss):
         timeout = TIMEOUT
 
         def handle(self):
-            lines = [line for line in self.rfile]
+            lines = list(self.rfile)
             self.server.results.put(lines)
             self.wfile.write(b"%d\n" % len(lines))
 
@@ -188,7 +188,11 @@ def test_rbufsize_custom_buffer(ss):
 
         def handle(self):
             self.server.results.put(
-                (isinstance(self.rfile, io.BufferedIOBase), self.rfile.readline(), self.rfile.read(40))
+                (
+                    isinstance(self.rfile, io.BufferedIOBase),
+                    self.rfile.readline(),
+                    self.rfile.read(40),
+                )
             )
 
     server = tcp_server(ss, Handler)
@@ -236,7 +240,8 @@ def test_wfile_writelines(ss):
         timeout = TIMEOUT
 
         def handle(self):
-            self.server.results.put(self.wfile.writelines([b"a", bytearray(b"bc"), memoryview(b"def"), b"\n"]))
+            pieces = [b"a", bytearray(b"bc"), memoryview(b"def"), b"\n"]
+            self.server.results.put(self.wfile.writelines(pieces))
 
     server = tcp_server(ss, Handler)
     with background_server(server):
@@ -439,7 +444,8 @@ def test_disable_nagle_algorithm(ss, nodelay):
         disable_nagle_algorithm = nodelay
 
         def handle(self):
-            self.server.results.put(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            nodelay = self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            self.server.results.put(nodelay)
 
     server = tcp_server(ss, Handler)
     server.tcp_nodelay = False  # fastserver's opt-out: the stdlib's behaviour
@@ -593,7 +599,8 @@ def test_datagram_request_handler(ss, cls):
                 data, addr = client.recvfrom(65536)
                 assert data == b"reply to " + msg
                 assert addr == server.server_address
-                assert get(server.results) == (msg, True, msg, True, True, client.getsockname(), True)
+                expected = (msg, True, msg, True, True, client.getsockname(), True)
+                assert get(server.results) == expected
     assert_no_errors(server)
 
 
@@ -624,7 +631,13 @@ def test_base_request_handler_on_udp(ss):
         def handle(self):
             data, sock = self.request
             self.server.results.put(
-                (type(self.request), len(self.request), data, sock is self.server.socket, self.client_address)
+                (
+                    type(self.request),
+                    len(self.request),
+                    data,
+                    sock is self.server.socket,
+                    self.client_address,
+                )
             )
             sock.sendto(data[::-1], self.client_address)
 
@@ -722,7 +735,9 @@ def test_unix_stream_handler(ss, cls):
 def test_unix_datagram_handler(ss, cls):
     class Handler(ss.DatagramRequestHandler):
         def handle(self):
-            self.server.results.put((self.client_address, self.packet, self.socket is self.server.socket))
+            self.server.results.put(
+                (self.client_address, self.packet, self.socket is self.server.socket)
+            )
             self.wfile.write(self.rfile.read().upper())
 
     with short_tmpdir() as d:

@@ -42,7 +42,10 @@ def python_reader(sock, limit):
     return _core_py.open_reader(sock, -1, limit)
 
 
-READERS = [pytest.param(compiled_reader, marks=needs_compiled, id="c"), pytest.param(python_reader, id="py")]
+READERS = [
+    pytest.param(compiled_reader, marks=needs_compiled, id="c"),
+    pytest.param(python_reader, id="py"),
+]
 
 
 @pytest.fixture(params=READERS)

@@ -496,7 +496,7 @@ def test_forking_max_children(ss, forking_cleanup):
             for expected in (1, 2):
                 clients.append(util.tcp_connect(server.server_address))
                 assert util.wait_until(
-                    lambda: len(server.active_children or ()) == expected)
+                    lambda expected=expected: len(server.active_children or ()) == expected)
             # A third request is not accepted while two children run.
             third = util.tcp_connect(server.server_address)
             clients.append(third)

@@ -6,7 +6,6 @@ as the stdlib does, and leaks no file descriptor.  A server process that runs
 out of file descriptors (accept() fails with EMFILE) recovers once fds are
 free again, and does not spin the CPU meanwhile.
 """
-import os
 import queue
 import socket
 import struct
@@ -14,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import pytest
 
@@ -391,8 +389,9 @@ class Child:
         )
         self.lines = queue.Queue()
         self.stderr = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr.append), daemon=True).start()
+        pumps = ((self.proc.stdout, self.lines.put), (self.proc.stderr, self.stderr.append))
+        for stream, put in pumps:
+            threading.Thread(target=self._pump, args=(stream, put), daemon=True).start()
 
     @staticmethod
     def _pump(stream, put):
@@ -403,9 +402,12 @@ class Child:
         try:
             line = self.lines.get(timeout=timeout)
         except queue.Empty:
-            raise AssertionError("child said nothing, waiting for %s; stderr:\n%s" % (word, "".join(self.stderr)))
+            raise AssertionError(
+                "child said nothing, waiting for %s; stderr:\n%s" % (word, "".join(self.stderr))
+            ) from None
         parts = line.split(None, 1)
-        assert parts and parts[0] == word, "expected %s, got %r; stderr:\n%s" % (word, line, "".join(self.stderr))
+        assert parts and parts[0] == word, "expected %s, got %r; stderr:\n%s" % (
+            word, line, "".join(self.stderr))
         return parts[1].strip() if len(parts) > 1 else ""
 
     def send(self, word):
@@ -494,4 +496,5 @@ def test_emfile_no_busy_loop(ss, variant, tmp_path, request):
             )
         )
     result = run_emfile_scenario(variant, tmp_path)
-    assert result["cpu"] < 0.5, "server process used %.2f s of CPU per second while out of fds" % result["cpu"]
+    assert result["cpu"] < 0.5, (
+        "server process used %.2f s of CPU per second while out of fds" % result["cpu"])

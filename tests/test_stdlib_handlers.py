@@ -285,7 +285,7 @@ def test_threading_http_interleaved_keep_alive_connections(ss, docroot):
     with background_server(server):
         conns = [http_conn(server) for _ in range(3)]
         try:
-            for round_ in range(3):
+            for _round in range(3):
                 for conn in conns:
                     conn.request("GET", "/sub/inner.txt")
                     resp = conn.getresponse()
@@ -339,11 +339,14 @@ def fail(message):
     raise ValueError(message)
 
 
-@pytest.mark.parametrize("threading_", [False, True], ids=["SimpleXMLRPCServer", "ThreadingXMLRPCServer"])
+@pytest.mark.parametrize(
+    "threading_", [False, True], ids=["SimpleXMLRPCServer", "ThreadingXMLRPCServer"]
+)
 def test_xmlrpc_server(ss, threading_):
     SimpleXMLRPCServer = xmlrpc_server_class(ss)
     if threading_:
-        cls = type("ThreadingXMLRPCServer", (ss.ThreadingMixIn, SimpleXMLRPCServer), {"daemon_threads": True})
+        bases = (ss.ThreadingMixIn, SimpleXMLRPCServer)
+        cls = type("ThreadingXMLRPCServer", bases, {"daemon_threads": True})
     else:
         cls = SimpleXMLRPCServer
     server = cls((HOST, 0), logRequests=False, allow_none=True)
@@ -363,7 +366,8 @@ def test_xmlrpc_server(ss, threading_):
             assert proxy.echo(None) is None
             big = "x" * 200000  # larger than encode_threshold: gzip may be used
             assert proxy.echo(big) == big
-            assert {"add", "pow", "fail", "echo", "system.listMethods"} <= set(proxy.system.listMethods())
+            expected = {"add", "pow", "fail", "echo", "system.listMethods"}
+            assert expected <= set(proxy.system.listMethods())
             with pytest.raises(xmlrpc.client.Fault) as excinfo:
                 proxy.fail("boom")
             assert "boom" in excinfo.value.faultString
@@ -424,7 +428,9 @@ def wsgi_app(environ, start_response):
     info["body"] = body.decode("latin-1")
     info["multithread"] = environ["wsgi.multithread"]
     out = json.dumps(info).encode()
-    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out)))]
+    )
     return [out]
 
 
@@ -432,7 +438,9 @@ def wsgi_app(environ, start_response):
 def test_wsgi_server(ss, threading_):
     WSGIServer = wsgi_server_class(ss)
     if threading_:
-        WSGIServer = type("ThreadingWSGIServer", (ss.ThreadingMixIn, WSGIServer), {"daemon_threads": True})
+        WSGIServer = type(
+            "ThreadingWSGIServer", (ss.ThreadingMixIn, WSGIServer), {"daemon_threads": True}
+        )
     server = WSGIServer((HOST, 0), QuietWSGIHandler)
     server.set_app(wsgi_app)
     assert server.get_app() is wsgi_app
@@ -458,7 +466,10 @@ def test_wsgi_server(ss, threading_):
         conn = http_conn(server)
         try:
             conn.request(
-                "POST", "/submit", body=payload.encode(), headers={"Content-Type": "application/x-www-form-urlencoded"}
+                "POST",
+                "/submit",
+                body=payload.encode(),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
             )
             resp = conn.getresponse()
             assert resp.status == 200

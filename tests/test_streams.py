@@ -106,8 +106,14 @@ def run_against_model(reader, payload, calls):
 
 
 @pytest.mark.parametrize("kind", sorted(READERS))
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(chunks=line_chunks, calls=st.lists(ops, max_size=15), size=st.sampled_from([-1, 1, 7, 64, 8192]))
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    chunks=line_chunks,
+    calls=st.lists(ops, max_size=15),
+    size=st.sampled_from([-1, 1, 7, 64, 8192]),
+)
 def test_reader_follows_the_stream(kind, chunks, calls, size):
     ours, theirs, payload = feed(chunks)
     with ours, theirs:
@@ -121,7 +127,11 @@ def test_long_lines_and_large_reads(size):
     chunks = [b"x" * 100_000 + b"\n", b"y" * 300_000, b"\nend"]
     for kind, make in READERS.items():
         ours, theirs = socket.socketpair()
-        sender = threading.Thread(target=lambda: (theirs.sendall(b"".join(chunks)), theirs.shutdown(socket.SHUT_WR)))
+        def send_all(theirs=theirs):
+            theirs.sendall(b"".join(chunks))
+            theirs.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send_all)
         sender.start()
         with ours, theirs:
             reader = make(ours, size)
@@ -135,13 +145,13 @@ def test_long_lines_and_large_reads(size):
 
 def both(make_payload=lambda: [b"abc\n"], close=True, timeout=None):
     for kind, make in READERS.items():
-        ours, theirs, payload = feed(make_payload(), close=close)
+        ours, theirs, _payload = feed(make_payload(), close=close)
         ours.settimeout(timeout)
         yield kind, make(ours, -1), ours, theirs
 
 
 def test_timeout_then_refuses_to_read():
-    for kind, reader, ours, theirs in both(close=False, timeout=0.05):
+    for _kind, reader, ours, theirs in both(close=False, timeout=0.05):
         with ours, theirs:
             assert reader.readline() == b"abc\n"
             with pytest.raises(socket.timeout):
@@ -164,7 +174,7 @@ def test_non_blocking_socket_returns_none():
 
 
 def test_timeout_changed_after_creation_is_honoured():
-    for kind, reader, ours, theirs in both(close=False, timeout=None):
+    for _kind, reader, ours, theirs in both(close=False, timeout=None):
         with ours, theirs:
             ours.settimeout(0.05)
             reader.readline()
@@ -173,7 +183,7 @@ def test_timeout_changed_after_creation_is_honoured():
 
 
 def test_closed_reader():
-    for kind, reader, ours, theirs in both():
+    for _kind, reader, ours, theirs in both():
         with ours, theirs:
             assert not reader.closed
             assert reader.readable() and not reader.writable() and not reader.seekable()
@@ -203,8 +213,8 @@ def test_reader_keeps_the_socket_open_until_closed():
 
 
 def test_reset_by_peer_raises_connection_reset():
-    for kind, make in READERS.items():
-        ours, theirs = socket.create_server(("127.0.0.1", 0)), None
+    for make in READERS.values():
+        ours = socket.create_server(("127.0.0.1", 0))
         with ours:
             client = socket.create_connection(ours.getsockname())
             conn, _ = ours.accept()
@@ -222,10 +232,10 @@ def test_signal_during_blocking_read_runs_handlers_and_resumes():
         pytest.skip("signals need the main thread")
     for kind, make in READERS.items():
         seen = []
-        old = signal.signal(signal.SIGALRM, lambda *a: seen.append(1))
+        old = signal.signal(signal.SIGALRM, lambda *a, seen=seen: seen.append(1))
         ours, theirs = socket.socketpair()
         try:
-            threading.Timer(0.2, lambda: theirs.sendall(b"late\n")).start()
+            threading.Timer(0.2, lambda theirs=theirs: theirs.sendall(b"late\n")).start()
             signal.setitimer(signal.ITIMER_REAL, 0.01, 0.01)
             reader = make(ours, -1)
             assert reader.readline() == b"late\n", kind
@@ -244,7 +254,7 @@ def test_signal_handler_exception_interrupts_read():
     def interrupt(*args):
         raise KeyboardInterrupt
 
-    for kind, make in READERS.items():
+    for make in READERS.values():
         old = signal.signal(signal.SIGALRM, interrupt)
         ours, theirs = socket.socketpair()
         try:
@@ -298,7 +308,11 @@ def test_writer_large_payload_and_timeout(kind):
         writer = WRITERS[kind](ours)
         payload = os.urandom(4_000_000)
         received = []
-        reader = threading.Thread(target=lambda: received.append(_recv_exactly(theirs, len(payload))))
+
+        def receive():
+            received.append(_recv_exactly(theirs, len(payload)))
+
+        reader = threading.Thread(target=receive)
         reader.start()
         assert writer.write(payload) == len(payload)
         reader.join(10)

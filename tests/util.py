@@ -8,7 +8,6 @@ import contextlib as _contextlib
 import os as _os
 import shutil as _shutil
 import socket as _socket
-import sys as _sys
 import tempfile as _tempfile
 import threading as _threading
 
@@ -204,7 +203,7 @@ class ThreadCall:
         def run():
             try:
                 self.result = func(*args, **kwargs)
-            except BaseException as exc:  # noqa: B902 - reported to the test
+            except BaseException as exc:  # reported to the test
                 self.exc = exc
             finally:
                 self._done.set()

@@ -169,7 +169,8 @@ cdef class DatagramBatch:
     def __cinit__(self, Py_ssize_t size):
         size = max(0, size)
         # Up to 32 at a time, within ~1 MiB of buffers.
-        if fs_datagram_batch_init(&self.batch, min(FS_MAX_DATAGRAM_BATCH, (1 << 20) // max(1, size)),
+        if fs_datagram_batch_init(&self.batch,
+                                  min(FS_MAX_DATAGRAM_BATCH, (1 << 20) // max(1, size)),
                                   size) < 0:
             raise MemoryError()
 
@@ -200,7 +201,8 @@ cdef class DatagramBatch:
         """The next datagram: ``((data, server.socket), client_address)``."""
         cdef int i = self.next
         address = make_sockaddr(<sockaddr *>&self.batch.addrs[i], self.batch.addrlens[i])
-        data = PyBytes_FromStringAndSize(self.batch.data + i * self.batch.size, self.batch.lengths[i])
+        data = PyBytes_FromStringAndSize(self.batch.data + i * self.batch.size,
+                                         self.batch.lengths[i])
         self.next = i + 1
         return ((data, plan.listener), address)
 

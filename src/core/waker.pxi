@@ -60,5 +60,3 @@ cdef class Waker:
 
     def __dealloc__(self):
         self.close()
-
-

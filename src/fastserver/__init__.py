@@ -34,7 +34,7 @@ __all__ = [
     "ThreadingMixIn",
 ]
 
-from .servers import ThreadingTCPServer, ThreadingUDPServer  # noqa: E402
+from .servers import ThreadingTCPServer, ThreadingUDPServer
 
 if hasattr(_os, "fork"):
     from .mixins import ForkingMixIn
@@ -64,7 +64,7 @@ if hasattr(_socket, "AF_UNIX"):
         __all__.extend(["ForkingUnixStreamServer", "ForkingUnixDatagramServer"])
 
 # fastserver's own names.
-from .pool import (  # noqa: E402
+from .pool import (
     ThreadPoolMixIn,
     ThreadPoolStatus,
     ThreadPoolTCPServer,
@@ -80,14 +80,14 @@ __all__ += [
     "ThreadPoolUDPServer",
 ]
 if hasattr(_socket, "AF_UNIX"):
-    from .pool import ThreadPoolUnixDatagramServer, ThreadPoolUnixStreamServer  # noqa: E402
+    from .pool import ThreadPoolUnixDatagramServer, ThreadPoolUnixStreamServer
 
     __all__ += ["ThreadPoolUnixStreamServer", "ThreadPoolUnixDatagramServer"]
 if hasattr(_os, "fork"):
-    from .workers import PreforkMixIn, PreforkTCPServer, PreforkUDPServer  # noqa: E402
+    from .workers import PreforkMixIn, PreforkTCPServer, PreforkUDPServer
 
     __all__ += ["PreforkMixIn", "PreforkTCPServer", "PreforkUDPServer"]
     if hasattr(_socket, "AF_UNIX"):
-        from .workers import PreforkUnixDatagramServer, PreforkUnixStreamServer  # noqa: E402
+        from .workers import PreforkUnixDatagramServer, PreforkUnixStreamServer
 
         __all__ += ["PreforkUnixStreamServer", "PreforkUnixDatagramServer"]

@@ -5,13 +5,24 @@ extension could not be built (no compiler, Windows) or when
 ``FASTSERVER_NO_EXTENSIONS=1`` asks for it.  The test suite runs against
 both.  Keep the two in step: a change of behaviour here is a change there.
 """
+from __future__ import annotations
+
 import errno
 import io
 import os
 import select
 import selectors
 import socket
+from collections.abc import Callable
 from time import monotonic
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+    from ._typing import Datagram
+    from .connections import OpenConnections
+    from .servers import BaseServer
 
 #: Requests handled per readiness before the loop waits again.
 DRAIN_BATCH = 64
@@ -32,7 +43,7 @@ HANDLED = 0  # a request was taken (or refused): keep draining
 BACK_OFF = 1  # out of fds or memory: pause accepting for a while
 LISTENER_CLOSED = 2  # the listening socket was closed under us: stop accepting
 
-_SELECTORS = {
+_SELECTORS: dict[str, type[selectors.BaseSelector] | None] = {
     "epoll": getattr(selectors, "EpollSelector", None),
     "kqueue": getattr(selectors, "KqueueSelector", None),
     "poll": getattr(selectors, "PollSelector", None),
@@ -40,7 +51,7 @@ _SELECTORS = {
 }
 
 
-def native_backend():
+def native_backend() -> str:
     """The best poller this platform has."""
     for name in ("epoll", "kqueue", "poll", "select"):
         if _SELECTORS[name] is not None:
@@ -48,7 +59,7 @@ def native_backend():
     raise AssertionError("unreachable: select() always exists")
 
 
-def choose_backend(backend=None):
+def choose_backend(backend: str | None = None) -> str:
     """``backend``, else ``$FASTSERVER_POLLER``, else the native one."""
     name = backend or os.environ.get("FASTSERVER_POLLER") or native_backend()
     if name not in _SELECTORS:
@@ -64,7 +75,8 @@ def choose_backend(backend=None):
 class Waker:
     """A self-pipe: ``wake()`` makes the read end readable."""
 
-    def __init__(self):
+    def __init__(self) -> None:
+        self._reader: socket.socket | None
         # Windows has os.pipe(), but its select() takes sockets only.
         if os.name == "posix":
             self._read_fd, self._write_fd = os.pipe()
@@ -79,10 +91,10 @@ class Waker:
             self._read_fd = self._reader.fileno()
             self._write_fd = writer.fileno()
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self._read_fd
 
-    def wake(self):
+    def wake(self) -> None:
         fd = self._write_fd
         if fd < 0:
             return
@@ -96,7 +108,7 @@ class Waker:
         except OSError:
             pass  # closed by another thread's server_close(): nothing to wake
 
-    def drain(self):
+    def drain(self) -> None:
         fd = self._read_fd
         if fd < 0:
             return
@@ -108,7 +120,7 @@ class Waker:
         except (BlockingIOError, InterruptedError, OSError):
             pass
 
-    def close(self):
+    def close(self) -> None:
         read_fd, write_fd = self._read_fd, self._write_fd
         self._read_fd = self._write_fd = -1
         if read_fd < 0:
@@ -124,31 +136,33 @@ class Waker:
 class Poller:
     """Readiness of a few fds, for reading."""
 
-    def __init__(self, backend=None):
+    def __init__(self, backend: str | None = None) -> None:
         self.backend = choose_backend(backend)
-        self._selector = _SELECTORS[self.backend]()
+        selector_class = _SELECTORS[self.backend]
+        assert selector_class is not None  # choose_backend() checked it
+        self._selector = selector_class()
 
-    def register(self, fd):
+    def register(self, fd: int) -> None:
         self._selector.register(fd, selectors.EVENT_READ)
 
-    def unregister(self, fd):
+    def unregister(self, fd: int) -> None:
         try:
             self._selector.unregister(fd)
         except (KeyError, ValueError, OSError):
             pass
 
-    def wait(self, timeout):
+    def wait(self, timeout: float | None) -> list[int]:
         """Ready fds; ``timeout`` None waits forever.  EINTR is retried by
         :mod:`selectors` (PEP 475) after running signal handlers."""
         if timeout is not None and timeout < 0:
             timeout = 0
         return [key.fd for key, _ in self._selector.select(timeout)]
 
-    def close(self):
+    def close(self) -> None:
         self._selector.close()
 
 
-def wait_readable(fd, timeout):
+def wait_readable(fd: int, timeout: float | None) -> bool:
     """Wait for one fd: True when readable (or in error), False on timeout."""
     if hasattr(select, "poll"):
         poller = select.poll()
@@ -159,7 +173,7 @@ def wait_readable(fd, timeout):
     return bool(readable)
 
 
-def handle_request_noblock(server, plan=None):
+def handle_request_noblock(server: BaseServer, plan: Plan | None = None) -> int:
     """The stdlib's ``BaseServer._handle_request_noblock`` chain.
 
     Returns HANDLED, or what a failed ``get_request()`` says of the listener
@@ -177,6 +191,7 @@ def handle_request_noblock(server, plan=None):
             return LISTENER_CLOSED
         return HANDLED
     if plan is not None and plan.max_connections and plan.overload == "refuse":
+        assert plan.connections is not None  # Plan() requires it with max_connections
         if len(plan.connections) > plan.max_connections:
             plan.connections.discard(request)
             server.handle_overload(request, client_address)
@@ -200,11 +215,13 @@ class Plan:
     ``fastserver._plan``).  The twin does every step through the server's
     methods, which is always correct; it only needs ``handle_one``."""
 
-    def __init__(self, *, handle_one=None, accept="call", verify_default=False,
-                 process_default=False, finish_default=False, shutdown="call",
-                 service_actions_default=False, listener=None, tcp_nodelay=False,
-                 idle_timeout=None, connections=None, max_connections=None, overload="wait",
-                 leftover_datagrams=None):
+    def __init__(self, *, handle_one: Callable[[], object] | None = None, accept: str = "call",
+                 verify_default: bool = False, process_default: bool = False,
+                 finish_default: bool = False, shutdown: str = "call",
+                 service_actions_default: bool = False, listener: socket.socket | None = None,
+                 tcp_nodelay: bool = False, idle_timeout: float | None = None,
+                 connections: OpenConnections | None = None, max_connections: int | None = None,
+                 overload: str = "wait", leftover_datagrams: list[Datagram] | None = None) -> None:
         if accept not in ("call", "stream", "datagram"):
             raise KeyError(accept)
         if shutdown not in ("call", "stream", "nothing"):
@@ -234,17 +251,18 @@ class Plan:
         self.leftover_datagrams = leftover_datagrams
 
 
-def _shutdown_requested(server):
+def _shutdown_requested(server: BaseServer) -> bool:
     return server._BaseServer__shutdown_request
 
 
-def _full(plan):
+def _full(plan: Plan) -> bool:
     """At max_connections with overload="wait"?  Says so to the closers
     first, then looks again, so a connection closed in between is never
     missed."""
     if not plan.max_connections or plan.overload != "wait":
         return False
     connections = plan.connections
+    assert connections is not None  # Plan() requires it with max_connections
     if len(connections) < plan.max_connections:
         return False
     connections.waiting_for_room = True
@@ -254,7 +272,8 @@ def _full(plan):
     return True
 
 
-def serve_forever(server, poll_interval, waker, plan):
+def serve_forever(server: BaseServer, poll_interval: float | None, waker: Waker,
+                  plan: Plan) -> None:
     """Serve until ``server.shutdown()``: the loop of ``BaseServer.serve_forever``.
 
     Each wake-up drains up to DRAIN_BATCH ready requests before waiting
@@ -287,6 +306,7 @@ def serve_forever(server, poll_interval, waker, plan):
                 waker.drain()
             listener_ready = listening and listen_fd in ready
             if waiting_for_room:
+                assert plan.connections is not None  # _full() was true
                 if len(plan.connections) < plan.max_connections:
                     plan.connections.waiting_for_room = waiting_for_room = False
                     poller.register(listen_fd)
@@ -330,7 +350,7 @@ def serve_forever(server, poll_interval, waker, plan):
                 if _shutdown_requested(server) or not wait_readable(listen_fd, 0):
                     break
     finally:
-        if waiting_for_room:
+        if waiting_for_room and plan.connections is not None:
             plan.connections.waiting_for_room = False
         poller.close()
 
@@ -339,18 +359,18 @@ class SocketWriter(io.BufferedIOBase):
     """wfile for StreamRequestHandler: the stdlib's ``_SocketWriter``, an
     unbuffered writer whose write() is ``sock.sendall()``."""
 
-    def __init__(self, sock):
+    def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
 
-    def writable(self):
+    def writable(self) -> bool:
         return True
 
-    def write(self, b):
+    def write(self, b: ReadableBuffer) -> int:
         self._sock.sendall(b)
         with memoryview(b) as view:
             return view.nbytes
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self._sock.fileno()
 
 
@@ -360,7 +380,7 @@ class LineTooLong(ValueError):
     in ``data``, so nothing is lost (asyncio's StreamReader raises a
     ValueError for the same reason)."""
 
-    def __init__(self, limit, data=b""):
+    def __init__(self, limit: int, data: bytes = b"") -> None:
         super().__init__(f"line longer than {limit} bytes (max_line_length)")
         self.limit = limit
         self.data = data
@@ -373,11 +393,11 @@ class LineLimitedReader(io.BufferedReader):
     given by the caller (``readline(65537)``, as http.server does) is obeyed
     as is."""
 
-    def __init__(self, raw, buffer_size, max_line_length):
+    def __init__(self, raw: io.RawIOBase, buffer_size: int, max_line_length: int) -> None:
         super().__init__(raw, buffer_size)
         self.max_line_length = max_line_length
 
-    def readline(self, size=-1):
+    def readline(self, size: int | None = -1) -> bytes:
         if size is not None and size >= 0:
             return super().readline(size)
         line = super().readline(self.max_line_length)
@@ -386,12 +406,15 @@ class LineLimitedReader(io.BufferedReader):
         return line
 
 
-def open_reader(sock, buffer_size, max_line_length):
+def open_reader(sock: socket.socket, buffer_size: int | None,
+                max_line_length: int | None) -> io.BufferedIOBase:
     """StreamRequestHandler's rfile: ``sock.makefile('rb', buffer_size)``,
     with readline() bounded by ``max_line_length`` when that is not None
     and the reader is buffered."""
     if max_line_length is None or buffer_size == 0 or not isinstance(sock, socket.socket):
-        return sock.makefile("rb", buffer_size)
+        # Unbuffered (buffer_size 0), a raw SocketIO, as the stdlib's rfile
+        # is then: it reads the same way.
+        return cast(io.BufferedIOBase, sock.makefile("rb", buffer_size))
     if max_line_length <= 0:
         raise ValueError("max_line_length must be positive or None")
     if buffer_size is None or buffer_size < 0:
@@ -399,5 +422,6 @@ def open_reader(sock, buffer_size, max_line_length):
     # What socket.makefile() does for "rb": SocketIO + a buffered reader,
     # counted in the socket's _io_refs so close() waits for the file.
     reader = LineLimitedReader(socket.SocketIO(sock, "rb"), buffer_size, max_line_length)
-    sock._io_refs += 1
+    # A private attribute of socket.socket, absent from typeshed's stub.
+    sock._io_refs += 1  # type: ignore[attr-defined]
     return reader

@@ -8,25 +8,34 @@ is always called, and a user who swaps ``server.socket`` for, say, an
 ``ssl.SSLSocket`` gets the Python path.  Doing a default step in the core
 cannot be told apart from calling it.
 """
+from __future__ import annotations
+
 import socket
+from typing import TYPE_CHECKING, Any
 
 from . import tls
 
+if TYPE_CHECKING:
+    from ._engine import Core
+    from ._typing import Datagram
+    from .connections import OpenConnections
+    from .servers import BaseServer, TCPServer
 
-def is_default(server, name, default):
+
+def is_default(server: object, name: str, default: object) -> bool:
     """True when ``server.<name>`` is ``default``, on the class and the instance."""
     if name in getattr(server, "__dict__", ()):
         return False
     return getattr(type(server), name, None) is default
 
 
-def _plain_listener(server, socket_type):
+def _plain_listener(server: BaseServer, socket_type: int) -> socket.socket | None:
     """The listening socket when C may use its fd directly: a plain
     ``socket.socket`` of the expected type, with no timeout, and the fd the
     loop polls."""
     from .servers import TCPServer
 
-    listener = getattr(server, "socket", None)
+    listener: socket.socket | None = getattr(server, "socket", None)
     if type(listener) is not socket.socket or not is_default(server, "fileno", TCPServer.fileno):
         return None
     if listener.type != socket_type or listener.fileno() < 0:
@@ -40,11 +49,19 @@ def _plain_listener(server, socket_type):
     return listener
 
 
-def _is_stream_server(server, TCPServer):
-    return isinstance(server, TCPServer) and getattr(server, "socket_type", None) == socket.SOCK_STREAM
+def _is_stream_server(server: BaseServer, TCPServer: type[TCPServer]) -> bool:
+    return (
+        isinstance(server, TCPServer)
+        and getattr(server, "socket_type", None) == socket.SOCK_STREAM
+    )
 
 
-def plan_for(server, core, connections=None, leftover_datagrams=None):
+def plan_for(
+    server: BaseServer,
+    core: Core,
+    connections: OpenConnections | None = None,
+    leftover_datagrams: list[Datagram] | None = None,
+) -> object:
     """The core's Plan for ``server``'s next serve_forever() loop.
 
     ``connections`` is the server's OpenConnections registry; stream
@@ -83,18 +100,19 @@ def plan_for(server, core, connections=None, leftover_datagrams=None):
     # core accepts instead, it does that too.
     tcp_nodelay = (
         accept == "stream"
+        and listener is not None  # always, with accept "stream"
         and bool(getattr(server, "tcp_nodelay", False))
         and listener.family in (socket.AF_INET, getattr(socket, "AF_INET6", None))
     )
 
-    limits = {}
+    limits: dict[str, Any] = {}
     if connections is not None and _is_stream_server(server, TCPServer):
-        limits = dict(
-            connections=connections,
-            max_connections=getattr(server, "max_connections", None),
-            overload=getattr(server, "overload", "wait"),
-            idle_timeout=getattr(server, "idle_timeout", None),
-        )
+        limits = {
+            "connections": connections,
+            "max_connections": getattr(server, "max_connections", None),
+            "overload": getattr(server, "overload", "wait"),
+            "idle_timeout": getattr(server, "idle_timeout", None),
+        }
 
     return core.Plan(
         **limits,

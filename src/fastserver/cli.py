@@ -29,12 +29,8 @@ from typing import Any, NoReturn, TextIO
 
 from . import __version__, _engine
 from .handlers import DatagramRequestHandler, StreamRequestHandler
+from .pool import ThreadPoolMixIn as ConcurrencyMixIn
 from .servers import TCPServer, UDPServer
-
-try:
-    from .pool import ThreadPoolMixIn as ConcurrencyMixIn
-except ModuleNotFoundError:  # a fastserver from before the thread pool
-    from .mixins import ThreadingMixIn as ConcurrencyMixIn  # type: ignore[assignment]
 
 
 class Terminated(BaseException):
@@ -77,6 +73,8 @@ class CommandLineServer(ConcurrencyMixIn, TCPServer):
     # A keep-alive connection holds its worker while it idles, and a browser
     # opens six per host: more workers than the pool's CPU-based default.
     max_workers = 64
+    # An IP address: (host, port), or (host, port, flowinfo, scope_id).
+    server_address: tuple[Any, ...]
 
     def __init__(self, server_address: Any, RequestHandlerClass: Any,
                  family: socket.AddressFamily = socket.AF_INET) -> None:

@@ -9,8 +9,11 @@ overrides bypass those two methods simply does not count those connections.
 One registry per server and per process (it lives in the server's engine):
 a forked child counts its own.
 """
+from __future__ import annotations
+
 import socket
 import threading
+from collections.abc import Callable
 
 
 class OpenConnections:
@@ -25,26 +28,26 @@ class OpenConnections:
     #: Below this size the set is never pruned (see ``prune``).
     PRUNE_MIN = 1024
 
-    def __init__(self, wake_loop):
-        self.sockets = set()
+    def __init__(self, wake_loop: Callable[[], None]) -> None:
+        self.sockets: set[socket.socket] = set()
         self.prune_at = self.PRUNE_MIN
         # Set by the loop when it stopped accepting at max_connections; a
         # close then wakes it.  Read without a lock: the loop sets it before
         # re-checking the count, and a closer discards before reading it.
         self.waiting_for_room = False
         self._wake_loop = wake_loop
-        self._emptied = None  # a threading.Event while drain() waits
+        self._emptied: threading.Event | None = None  # while drain() waits
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.sockets)
 
-    def add(self, sock):
+    def add(self, sock: socket.socket) -> None:
         sockets = self.sockets
         sockets.add(sock)
         if len(sockets) >= self.prune_at:
             self.prune()
 
-    def discard(self, sock):
+    def discard(self, sock: object) -> None:
         self.sockets.discard(sock)
         if self.waiting_for_room:
             self._wake_loop()
@@ -52,7 +55,7 @@ class OpenConnections:
         if emptied is not None and not self.sockets:
             emptied.set()
 
-    def prune(self):
+    def prune(self) -> int:
         """Forget sockets already closed elsewhere.
 
         A server that overrides shutdown_request/close_request to hand the
@@ -65,7 +68,7 @@ class OpenConnections:
         self.prune_at = max(self.PRUNE_MIN, 2 * len(self.sockets))
         return self.prune_at
 
-    def wait_until_empty(self, timeout):
+    def wait_until_empty(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` seconds for every connection to close."""
         emptied = self._emptied = threading.Event()
         try:
@@ -75,7 +78,7 @@ class OpenConnections:
         finally:
             self._emptied = None
 
-    def cut(self):
+    def cut(self) -> int:
         """Shut every open connection down (both directions), so a handler
         blocked on it sees EOF or an error and finishes.  The handler's own
         code still closes it.  Returns how many were cut."""

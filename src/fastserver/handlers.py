@@ -1,15 +1,30 @@
 """Request handler classes: the stdlib's BaseRequestHandler,
 StreamRequestHandler and DatagramRequestHandler."""
+from __future__ import annotations
+
 import socket
-from io import BytesIO
+from io import BufferedIOBase, BytesIO
+from typing import TYPE_CHECKING, Any
 
 from . import _engine
-from ._core_py import LineTooLong
+from ._core_py import LineTooLong as LineTooLong  # re-exported: fastserver.LineTooLong
 from ._core_py import SocketWriter as _SocketWriter  # the stdlib's name for it
 from ._core_py import open_reader as _open_reader
 
+if TYPE_CHECKING:
+    import socketserver
 
-class BaseRequestHandler:
+    from ._typing import RequestType, RetAddress
+    from .servers import BaseServer
+
+    # Drop-in replacements of the stdlib's handlers: to the type checker,
+    # subtypes of them (see servers.py); at run time they derive from object.
+    _StdlibBaseRequestHandler = socketserver.BaseRequestHandler
+else:
+    _StdlibBaseRequestHandler = object
+
+
+class BaseRequestHandler(_StdlibBaseRequestHandler):
     """Base class for request handler classes.
 
     This class is instantiated for each request to be handled.  The
@@ -19,7 +34,16 @@ class BaseRequestHandler:
     defines a handle() method.
     """
 
-    def __init__(self, request, client_address, server):
+    # ``request`` is typed Any, as in typeshed: a stream handler's is a
+    # socket, a datagram handler's a (data, socket) pair, and a union here
+    # would make every handler narrow it first.
+    request: Any
+    client_address: RetAddress
+    server: BaseServer
+
+    def __init__(
+        self, request: RequestType, client_address: RetAddress, server: BaseServer
+    ) -> None:
         self.request = request
         self.client_address = client_address
         self.server = server
@@ -29,13 +53,13 @@ class BaseRequestHandler:
         finally:
             self.finish()
 
-    def setup(self):
+    def setup(self) -> None:
         pass
 
-    def handle(self):
+    def handle(self) -> None:
         pass
 
-    def finish(self):
+    def finish(self) -> None:
         pass
 
 
@@ -53,7 +77,7 @@ class StreamRequestHandler(BaseRequestHandler):
     wbufsize = 0
 
     # A timeout to apply to the request socket, if not None.
-    timeout = None
+    timeout: float | None = None
 
     # Disable nagle algorithm for this socket, if True.
     # Use only when wbufsize != 0, to avoid small packets.
@@ -64,9 +88,17 @@ class StreamRequestHandler(BaseRequestHandler):
     # is raised, so a client that never sends a newline cannot make the
     # server buffer without bound.  64 KiB, asyncio's StreamReader limit.
     # None: no limit (the stdlib's behaviour).
-    max_line_length = 65536
+    max_line_length: int | None = 65536
 
-    def setup(self):
+    # The connected socket (``request``), typed Any as in typeshed.
+    connection: Any
+    # The socket's file objects, as in typeshed: the core's rfile and wfile
+    # are registered as io.BufferedIOBase; an unbuffered rbufsize gives the
+    # raw socket.SocketIO, which reads the same way.
+    rfile: BufferedIOBase
+    wfile: BufferedIOBase
+
+    def setup(self) -> None:
         self.connection = self.request
         if self.timeout is not None:
             self.connection.settimeout(self.timeout)
@@ -78,7 +110,7 @@ class StreamRequestHandler(BaseRequestHandler):
         else:
             self.wfile = self.connection.makefile("wb", self.wbufsize)
 
-    def finish(self):
+    def finish(self) -> None:
         if not self.wfile.closed:
             try:
                 self.wfile.flush()
@@ -93,16 +125,21 @@ class StreamRequestHandler(BaseRequestHandler):
 class DatagramRequestHandler(BaseRequestHandler):
     """Define self.rfile and self.wfile for datagram sockets."""
 
-    def setup(self):
+    packet: bytes
+    socket: socket.socket
+    rfile: BufferedIOBase
+    wfile: BytesIO
+
+    def setup(self) -> None:
         self.packet, self.socket = self.request
         self.rfile = BytesIO(self.packet)
         self.wfile = BytesIO()
 
-    def finish(self):
+    def finish(self) -> None:
         self.socket.sendto(self.wfile.getvalue(), self.client_address)
 
 
-def _use_compiled_steps(core):
+def _use_compiled_steps() -> None:
     """Swap in the compiled core's copies of the handlers' own steps.
 
     They are line-for-line the methods above (which stay the specification
@@ -111,12 +148,19 @@ def _use_compiled_steps(core):
     the core's rfile/wfile; a subclass or an instance that overrides one
     still wins.
     """
-    BaseRequestHandler.__init__ = core.request_handler_init
-    StreamRequestHandler.setup = core.stream_handler_setup
-    StreamRequestHandler.finish = core.stream_handler_finish
-    DatagramRequestHandler.setup = core.datagram_handler_setup
-    DatagramRequestHandler.finish = core.datagram_handler_finish
+    from . import _core
+
+    # Replacing methods of a class after its definition: setattr(), since
+    # type checkers (rightly) refuse plain assignments to methods.
+    for cls, name, compiled_step in (
+        (BaseRequestHandler, "__init__", _core.request_handler_init),
+        (StreamRequestHandler, "setup", _core.stream_handler_setup),
+        (StreamRequestHandler, "finish", _core.stream_handler_finish),
+        (DatagramRequestHandler, "setup", _core.datagram_handler_setup),
+        (DatagramRequestHandler, "finish", _core.datagram_handler_finish),
+    ):
+        setattr(cls, name, compiled_step)
 
 
 if _engine.compiled_core is not None:
-    _use_compiled_steps(_engine.compiled_core)
+    _use_compiled_steps()

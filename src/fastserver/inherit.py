@@ -14,8 +14,23 @@ listening socket's backlog instead of being refused.
   TCPServer and every class derived from it; implemented here) build a
   server around such a socket.
 """
+from __future__ import annotations
+
 import os
 import socket
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import socketserver
+    from collections.abc import Callable
+
+    from ._typing import RetAddress
+    from .servers import TCPServer
+
+    _Server = TypeVar("_Server", bound=TCPServer)
+    # A RequestHandlerClass for servers of type _Server (fastserver's
+    # handlers or the stdlib's: see servers.py).
+    _HandlerClass = Callable[[Any, RetAddress, _Server], socketserver.BaseRequestHandler]
 
 #: The first fd systemd passes (SD_LISTEN_FDS_START).
 SD_LISTEN_FDS_START = 3
@@ -35,7 +50,7 @@ _ADOPTED = "_fastserver_adopted_socket"
 # ---------------------------------------------------------------------------
 
 
-def listen_fds(unset_environment=True):
+def listen_fds(unset_environment: bool = True) -> list[socket.socket]:
     """The sockets systemd passed to this process, in order (fd 3, 4, ...).
 
     Like ``sd_listen_fds(3)``: an empty list when ``LISTEN_PID`` or
@@ -49,7 +64,9 @@ def listen_fds(unset_environment=True):
     return [sock for _, sock in listen_fds_with_names(unset_environment)]
 
 
-def listen_fds_with_names(unset_environment=True):
+def listen_fds_with_names(
+    unset_environment: bool = True,
+) -> list[tuple[str, socket.socket]]:
     """``(name, socket)`` pairs of the sockets systemd passed, in order.
 
     Names come from ``LISTEN_FDNAMES`` (a unit's ``FileDescriptorName=``,
@@ -58,8 +75,8 @@ def listen_fds_with_names(unset_environment=True):
     """
     try:
         count = _passed_fd_count()
-        names = os.environ.get("LISTEN_FDNAMES", "")
-        names = names.split(":") if names else []
+        names_text = os.environ.get("LISTEN_FDNAMES", "")
+        names = names_text.split(":") if names_text else []
         if names and len(names) != count:
             raise ValueError(
                 f"LISTEN_FDNAMES names {len(names)} fds but LISTEN_FDS says {count}"
@@ -75,7 +92,7 @@ def listen_fds_with_names(unset_environment=True):
                 os.environ.pop(name, None)
 
 
-def _passed_fd_count():
+def _passed_fd_count() -> int:
     """How many fds systemd passed to this very process (0 if none)."""
     pid_text, count_text = os.environ.get("LISTEN_PID"), os.environ.get("LISTEN_FDS")
     if not pid_text or not count_text:
@@ -88,14 +105,14 @@ def _passed_fd_count():
     return count
 
 
-def _parse_int(variable, text):
+def _parse_int(variable: str, text: str) -> int:
     try:
         return int(text)
     except ValueError:
         raise ValueError(f"{variable}={text!r} is not a number") from None
 
 
-def _socket_of_passed_fd(fd):
+def _socket_of_passed_fd(fd: int) -> socket.socket:
     try:
         return socket.socket(fileno=fd)  # family, type and protocol from the fd
     except OSError as exc:
@@ -109,7 +126,13 @@ def _socket_of_passed_fd(fd):
 # ---------------------------------------------------------------------------
 
 
-def server_from_socket(cls, sock, RequestHandlerClass, *args, **kwargs):
+def server_from_socket(
+    cls: type[_Server],
+    sock: socket.socket,
+    RequestHandlerClass: _HandlerClass[_Server],
+    *args: Any,
+    **kwargs: Any,
+) -> _Server:
     """A ``cls`` server that serves on ``sock``, a socket bound elsewhere.
 
     ``sock`` may be listening already (its backlog is kept) or only bound
@@ -129,7 +152,11 @@ def server_from_socket(cls, sock, RequestHandlerClass, *args, **kwargs):
     (an IP server takes IPv4 or IPv6: the server takes the socket's family).
     """
     check_adoptable(cls, sock)
-    server = cls(sock.getsockname(), RequestHandlerClass, *args, bind_and_activate=False, **kwargs)
+    # A subclass's constructor takes the stdlib's arguments, maybe more.
+    make_server: Callable[..., _Server] = cls
+    server = make_server(
+        sock.getsockname(), RequestHandlerClass, *args, bind_and_activate=False, **kwargs
+    )
     fresh_socket, server.socket = server.socket, sock
     fresh_socket.close()
     server.address_family = sock.family
@@ -146,7 +173,13 @@ def server_from_socket(cls, sock, RequestHandlerClass, *args, **kwargs):
     return server
 
 
-def server_from_fd(cls, fd, RequestHandlerClass, *args, **kwargs):
+def server_from_fd(
+    cls: type[_Server],
+    fd: int,
+    RequestHandlerClass: _HandlerClass[_Server],
+    *args: Any,
+    **kwargs: Any,
+) -> _Server:
     """:func:`server_from_socket` on the socket whose file descriptor is
     ``fd``; the server owns the fd from then on.  When the fd is not
     suitable the error is raised and the fd stays open, the caller's."""
@@ -159,7 +192,7 @@ def server_from_fd(cls, fd, RequestHandlerClass, *args, **kwargs):
     return server_from_socket(cls, sock, RequestHandlerClass, *args, **kwargs)
 
 
-def check_adoptable(cls, sock):
+def check_adoptable(cls: type[TCPServer], sock: socket.socket) -> None:
     """Raise ValueError unless ``cls`` can serve on ``sock``."""
     if sock.fileno() < 0:
         raise ValueError("the socket is closed")
@@ -177,24 +210,26 @@ def check_adoptable(cls, sock):
         raise ValueError("the socket is not bound to an address: bind() it first")
 
 
-def _same_family(given, expected):
+def _same_family(given: int, expected: int) -> bool:
     return given == expected or (given in _IP_FAMILIES and expected in _IP_FAMILIES)
 
 
-def _name_of(constant):
-    return getattr(constant, "name", str(constant))
+def _name_of(constant: int) -> str:
+    name: str = getattr(constant, "name", str(constant))  # an IntEnum's name
+    return name
 
 
-def is_bound(sock):
+def is_bound(sock: socket.socket) -> bool:
     """True when ``sock`` has a local address (an IP port, a Unix path or
     abstract name)."""
     address = sock.getsockname()
     if sock.family in _IP_FAMILIES:
-        return address[1] != 0
+        port: int = address[1]
+        return port != 0
     return bool(address)
 
 
-def is_listening(sock):
+def is_listening(sock: socket.socket) -> bool:
     """True when ``sock`` listens already (SO_ACCEPTCONN).  Where the system
     cannot tell, False: listen() again is harmless but for the backlog."""
     option = getattr(socket, "SO_ACCEPTCONN", None)
@@ -206,8 +241,8 @@ def is_listening(sock):
         return False
 
 
-def is_adopted(server):
+def is_adopted(server: TCPServer) -> bool:
     """True while ``server.socket`` is the socket from_socket()/from_fd()
     gave it (a socket swapped in later is bound and activated as usual)."""
-    adopted = server.__dict__.get(_ADOPTED)
+    adopted: socket.socket | None = server.__dict__.get(_ADOPTED)
     return adopted is not None and adopted is server.socket

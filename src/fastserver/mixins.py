@@ -3,21 +3,36 @@
 They override ``process_request`` (and a few hooks), so the core's loop
 calls them like any other user override.
 """
+from __future__ import annotations
+
 import os
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import socketserver
+
+    from ._typing import RequestType, RetAddress
+
+    # The mix-ins call the server's hooks, and go before a server class in
+    # the bases: for the type checker they are servers, the stdlib's kind,
+    # since they work on any (fastserver's servers are such, to mypy).
+    _ServerMixIn = socketserver.BaseServer
+else:
+    _ServerMixIn = object
 
 if hasattr(os, "fork"):
 
-    class ForkingMixIn:
+    class ForkingMixIn(_ServerMixIn):
         """Mix-in class to handle each request in a new process."""
 
-        timeout = 300
-        active_children = None
+        timeout: float | None = 300
+        active_children: set[int] | None = None
         max_children = 40
         # If true, server_close() waits until all child processes complete.
         block_on_close = True
 
-        def collect_children(self, *, blocking=False):
+        def collect_children(self, *, blocking: bool = False) -> None:
             """Internal routine to wait for children that have exited."""
             if self.active_children is None:
                 return
@@ -52,21 +67,21 @@ if hasattr(os, "fork"):
                 except OSError:
                     pass
 
-        def handle_timeout(self):
+        def handle_timeout(self) -> None:
             """Wait for zombies after self.timeout seconds of inactivity.
 
             May be extended, do not override.
             """
             self.collect_children()
 
-        def service_actions(self):
+        def service_actions(self) -> None:
             """Collect the zombie child processes regularly in the ForkingMixIn.
 
             service_actions is called in the BaseServer's serve_forever loop.
             """
             self.collect_children()
 
-        def process_request(self, request, client_address):
+        def process_request(self, request: RequestType, client_address: RetAddress) -> None:
             """Fork a new subprocess to process the request."""
             pid = os.fork()
             if pid:
@@ -91,43 +106,43 @@ if hasattr(os, "fork"):
                     finally:
                         os._exit(status)
 
-        def server_close(self):
+        def server_close(self) -> None:
             super().server_close()
             self.collect_children(blocking=self.block_on_close)
 
 
-class _Threads(list):
+class _Threads(list[threading.Thread]):
     """Joinable list of all non-daemon threads."""
 
-    def append(self, thread):
+    def append(self, thread: threading.Thread) -> None:
         self.reap()
         if thread.daemon:
             return
         super().append(thread)
 
-    def pop_all(self):
+    def pop_all(self) -> list[threading.Thread]:
         self[:], result = [], self[:]
         return result
 
-    def join(self):
+    def join(self) -> None:
         for thread in self.pop_all():
             thread.join()
 
-    def reap(self):
+    def reap(self) -> None:
         self[:] = (thread for thread in self if thread.is_alive())
 
 
 class _NoThreads:
     """Degenerate version of _Threads."""
 
-    def append(self, thread):
+    def append(self, thread: threading.Thread) -> None:
         pass
 
-    def join(self):
+    def join(self) -> None:
         pass
 
 
-class ThreadingMixIn:
+class ThreadingMixIn(_ServerMixIn):
     """Mix-in class to handle each request in a new thread."""
 
     # Decides how threads will act upon termination of the
@@ -137,9 +152,9 @@ class ThreadingMixIn:
     block_on_close = True
     # Threads object
     # used by server_close() to wait for all threads completion.
-    _threads = _NoThreads()
+    _threads: _Threads | _NoThreads = _NoThreads()
 
-    def process_request_thread(self, request, client_address):
+    def process_request_thread(self, request: RequestType, client_address: RetAddress) -> None:
         """Same as in BaseServer but as a thread.
 
         In addition, exception handling is done here.
@@ -151,7 +166,7 @@ class ThreadingMixIn:
         finally:
             self.shutdown_request(request)
 
-    def process_request(self, request, client_address):
+    def process_request(self, request: RequestType, client_address: RetAddress) -> None:
         """Start a new thread to process the request."""
         if self.block_on_close:
             vars(self).setdefault("_threads", _Threads())
@@ -162,6 +177,6 @@ class ThreadingMixIn:
         self._threads.append(t)
         t.start()
 
-    def server_close(self):
+    def server_close(self) -> None:
         super().server_close()
         self._threads.join()

@@ -10,15 +10,30 @@ request to at most ``max_workers`` long-lived threads, with at most
 ``overload`` decides: ``"wait"`` (stop accepting until a worker is free) or
 ``"refuse"`` (``handle_overload()``, which closes the connection).
 """
+from __future__ import annotations
+
+import enum
 import os
 import socket
 import sys
 import threading
 import weakref
-from collections import namedtuple
 from queue import SimpleQueue
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Union
 
 from .servers import TCPServer, UDPServer
+
+if TYPE_CHECKING:
+    import socketserver
+
+    from ._typing import RequestType, RetAddress
+
+    # The mix-in goes before a server class in the bases: for the type
+    # checker it is a server, the stdlib's kind, since it works on any
+    # (fastserver's servers are such, to mypy).
+    _ServerMixIn = socketserver.BaseServer
+else:
+    _ServerMixIn = object
 
 __all__ = [
     "ThreadPoolMixIn",
@@ -37,17 +52,24 @@ QUEUE_PER_WORKER = 4
 
 OVERLOAD_POLICIES = ("wait", "refuse")
 
-ThreadPoolStatus = namedtuple(
-    "ThreadPoolStatus", "workers idle queued in_flight max_workers max_queue"
-)
-ThreadPoolStatus.__doc__ = """A snapshot of a server's thread pool.
 
-workers      worker threads alive
-idle         workers waiting for a request
-queued       requests accepted and waiting for a busy worker to finish
-in_flight    requests handed to the pool and not finished (running + queued)
-max_workers, max_queue   the pool's limits
-"""
+class ThreadPoolStatus(NamedTuple):
+    """A snapshot of a server's thread pool.
+
+    workers      worker threads alive
+    idle         workers waiting for a request
+    queued       requests accepted and waiting for a busy worker to finish
+    in_flight    requests handed to the pool and not finished (running + queued)
+    max_workers, max_queue   the pool's limits
+    """
+
+    workers: int
+    idle: int
+    queued: int
+    in_flight: int
+    max_workers: int
+    max_queue: int
+
 
 # ---------------------------------------------------------------------------
 # Fork safety.  A pool's threads exist only in the process that started
@@ -60,10 +82,10 @@ _fork_generation = 0
 # thread of the parent may have held it at the moment of the fork.
 _pool_creation_lock = threading.Lock()
 # Pools with threads that may still be waiting for work (see _close_at_exit).
-_live_pools = weakref.WeakSet()
+_live_pools: weakref.WeakSet[_WorkerPool] = weakref.WeakSet()
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     global _fork_generation, _pool_creation_lock
     _fork_generation += 1
     _pool_creation_lock = threading.Lock()
@@ -73,7 +95,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _close_at_exit():
+def _close_at_exit() -> None:
     """Let idle workers exit when the interpreter does.
 
     Non-daemon threads are joined before the interpreter exits; an idle
@@ -95,10 +117,19 @@ if hasattr(threading, "_register_atexit"):
 # ---------------------------------------------------------------------------
 # The pool
 # ---------------------------------------------------------------------------
-_STOP = object()  # the task that tells a worker to exit
+
+class _Stop(enum.Enum):
+    STOP = "stop"
 
 
-def _report_uncaught(exc):
+_STOP: Final = _Stop.STOP  # the task that tells a worker to exit
+
+if TYPE_CHECKING:
+    #: What a worker is handed: a request, or _STOP.
+    _Task = Union[tuple[RequestType, RetAddress], _Stop]
+
+
+def _report_uncaught(exc: BaseException) -> None:
     """Report an exception that escaped process_request_thread() the way
     an uncaught exception of a ThreadingMixIn thread is reported, by
     threading.excepthook (which ignores SystemExit).  The worker lives on."""
@@ -132,16 +163,16 @@ class _WorkerPool:
     touched only when the pool is full.
     """
 
-    def __init__(self, server, max_workers, max_queue):
+    def __init__(self, server: ThreadPoolMixIn, max_workers: int, max_queue: int) -> None:
         self.generation = _fork_generation
         self.max_workers = max_workers
         self.max_queue = max_queue
         self._server = server
         self._capacity = max_workers + max_queue
-        self._tasks = SimpleQueue()
+        self._tasks: SimpleQueue[_Task] = SimpleQueue()
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # "in_flight went down"
-        self._threads = []
+        self._threads: list[threading.Thread] = []
         self._in_flight = self._workers = self._idle = self._queued = 0
         self._submitters_waiting = 0
         self._closed = False
@@ -149,7 +180,7 @@ class _WorkerPool:
         _live_pools.add(self)
 
     # -- the serving thread's side ---------------------------------------
-    def submit(self, request, client_address):
+    def submit(self, request: RequestType, client_address: RetAddress) -> bool:
         """Hand a request to a worker; False when the pool cannot take it
         (full with the "refuse" policy, or closed): the caller refuses it."""
         with self._lock:
@@ -158,7 +189,7 @@ class _WorkerPool:
                 return True
         return self._submit_when_full(request, client_address)
 
-    def _assign(self, task):
+    def _assign(self, task: _Task) -> None:
         """Give ``task`` to an idle worker, a new one, or the queue (lock held)."""
         self._in_flight += 1
         if self._idle:
@@ -170,7 +201,7 @@ class _WorkerPool:
             self._queued += 1
             self._tasks.put(task)
 
-    def _start_worker(self, first_task):
+    def _start_worker(self, first_task: _Task) -> None:
         # Started under the lock: a few dozen microseconds, at most
         # max_workers times, and close() then never sees a thread that is
         # listed but not started (join() would fail on it).
@@ -193,7 +224,7 @@ class _WorkerPool:
             self._queued += 1  # a running worker will get to it
             self._tasks.put(first_task)
 
-    def _submit_when_full(self, request, client_address):
+    def _submit_when_full(self, request: RequestType, client_address: RetAddress) -> bool:
         if self._closed or _overload_policy(self._server) == "refuse":
             return False
         with self._lock:
@@ -212,7 +243,7 @@ class _WorkerPool:
             self._assign((request, client_address))
             return True
 
-    def refuse_waits(self, refuse):
+    def refuse_waits(self, refuse: bool) -> None:
         """While ``refuse`` is true, a submit() waiting for room gives up
         (returns False): shutdown() must not wait for a busy worker."""
         with self._lock:
@@ -220,7 +251,7 @@ class _WorkerPool:
             if refuse:
                 self._room.notify_all()
 
-    def close(self):
+    def close(self) -> list[threading.Thread]:
         """Take no more requests; the workers finish the ones they have and
         the queued ones, then exit.  Returns the threads, to join."""
         with self._lock:
@@ -233,7 +264,7 @@ class _WorkerPool:
                 self._room.notify_all()
             return list(self._threads)
 
-    def status(self):
+    def status(self) -> ThreadPoolStatus:
         with self._lock:
             return ThreadPoolStatus(
                 self._workers, self._idle, self._queued, self._in_flight,
@@ -241,7 +272,7 @@ class _WorkerPool:
             )
 
     # -- the workers' side --------------------------------------------------
-    def _work(self, task):
+    def _work(self, task: _Task | None) -> None:
         get_task = self._tasks.get
         try:
             while True:
@@ -259,14 +290,14 @@ class _WorkerPool:
                     self._idle -= 1  # only an idle worker can get a stop (see close)
                 self._threads.remove(threading.current_thread())
 
-    def _run(self, task):
+    def _run(self, task: tuple[RequestType, RetAddress]) -> None:
         request, client_address = task
         try:
             self._server.process_request_thread(request, client_address)
         except BaseException as exc:  # what would end a ThreadingMixIn thread
             _report_uncaught(exc)
 
-    def _finished_one(self):
+    def _finished_one(self) -> None:
         with self._lock:
             self._in_flight -= 1
             if self._queued:
@@ -277,7 +308,7 @@ class _WorkerPool:
                 self._room.notify()
 
 
-def _overload_policy(server):
+def _overload_policy(server: ThreadPoolMixIn) -> str:
     policy = server.overload
     if policy not in OVERLOAD_POLICIES:
         raise ValueError(
@@ -286,7 +317,7 @@ def _overload_policy(server):
     return policy
 
 
-def _pool_limits(server):
+def _pool_limits(server: ThreadPoolMixIn) -> tuple[int, int]:
     """(max_workers, max_queue) of ``server``, checked, with max_queue=None resolved."""
     max_workers, max_queue = server.max_workers, server.max_queue
     if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
@@ -301,7 +332,7 @@ def _pool_limits(server):
 # ---------------------------------------------------------------------------
 # The mix-in
 # ---------------------------------------------------------------------------
-class ThreadPoolMixIn:
+class ThreadPoolMixIn(_ServerMixIn):
     """Mix-in class to handle each request on a bounded pool of threads.
 
     Like ThreadingMixIn, but the threads are started on demand, reused, and
@@ -318,7 +349,7 @@ class ThreadPoolMixIn:
     #: only 5 by default), and short enough that a queued request waits
     #: about four handler runs, not for ever.  Beyond it clients wait in the
     #: kernel's backlog ("wait"), where they cost no fd and no memory here.
-    max_queue = None
+    max_queue: int | None = None
     #: What the server does when a capacity limit is reached (here: every
     #: worker busy and max_queue requests waiting).  This attribute and
     #: handle_overload() mean the same on fastserver's BaseServer
@@ -336,10 +367,10 @@ class ThreadPoolMixIn:
     #: every request they were given, as ThreadingMixIn waits for its threads.
     block_on_close = True
 
-    _fastserver_thread_pool = None  # the pool of the process that started it
+    _fastserver_thread_pool: _WorkerPool | None = None  # the pool of the process that started it
     _fastserver_pool_closed = False
 
-    def process_request_thread(self, request, client_address):
+    def process_request_thread(self, request: RequestType, client_address: RetAddress) -> None:
         """Same as in BaseServer but in a worker thread.
 
         In addition, exception handling is done here.
@@ -351,7 +382,7 @@ class ThreadPoolMixIn:
         finally:
             self.shutdown_request(request)
 
-    def process_request(self, request, client_address):
+    def process_request(self, request: RequestType, client_address: RetAddress) -> None:
         """Hand the request to a worker thread and return."""
         pool = self._fastserver_thread_pool
         if pool is None or pool.generation != _fork_generation:
@@ -359,7 +390,7 @@ class ThreadPoolMixIn:
         if pool is None or not pool.submit(request, client_address):
             self.handle_overload(request, client_address)
 
-    def handle_overload(self, request, client_address):
+    def handle_overload(self, request: RequestType, client_address: RetAddress) -> None:
         """Called for a request the server will not serve because a capacity
         limit is reached and ``overload`` is "refuse" (or because the server
         was closed).  May be overridden, e.g. to send a "busy" reply first.
@@ -369,7 +400,7 @@ class ThreadPoolMixIn:
         """
         self.shutdown_request(request)
 
-    def shutdown(self, *args, **kwargs):
+    def shutdown(self, *args: Any, **kwargs: Any) -> None:
         """Stop the serve_forever loop (see BaseServer.shutdown).
 
         A request waiting for room in a full pool ("wait") is refused
@@ -385,7 +416,7 @@ class ThreadPoolMixIn:
         finally:
             pool.refuse_waits(False)
 
-    def server_close(self):
+    def server_close(self) -> None:
         """Close the server, then let the workers run the requests they
         were given (queued ones included) and exit; wait for them when
         block_on_close is true.  Requests that come later are refused
@@ -403,7 +434,7 @@ class ThreadPoolMixIn:
                 if not thread.daemon and thread is not current:
                     thread.join()
 
-    def pool_status(self):
+    def pool_status(self) -> ThreadPoolStatus:
         """A ThreadPoolStatus snapshot: workers, idle, queued, in_flight,
         max_workers, max_queue (zeros until the first request)."""
         pool = self._live_thread_pool()
@@ -411,13 +442,13 @@ class ThreadPoolMixIn:
             return ThreadPoolStatus(0, 0, 0, 0, *_pool_limits(self))
         return pool.status()
 
-    def _live_thread_pool(self):
+    def _live_thread_pool(self) -> _WorkerPool | None:
         pool = self._fastserver_thread_pool
         if pool is None or pool.generation != _fork_generation:
             return None
         return pool
 
-    def _start_thread_pool(self):
+    def _start_thread_pool(self) -> _WorkerPool | None:
         """This process's pool, made on first use; None once closed."""
         with _pool_creation_lock:
             pool = self._live_thread_pool()

@@ -5,11 +5,15 @@ semantics (CPython 3.13's ``Lib/socketserver.py`` is the specification).
 The loop itself lives in the core: ``serve_forever`` and ``handle_request``
 hand it over, and the core calls back through the hooks below.
 """
+from __future__ import annotations
+
 import os
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from time import monotonic as time
+from typing import TYPE_CHECKING, Any
 
 from . import _engine, inherit, tls
 from .mixins import ThreadingMixIn
@@ -17,11 +21,20 @@ from .mixins import ThreadingMixIn
 if hasattr(os, "fork"):
     from .mixins import ForkingMixIn
 
+if TYPE_CHECKING:
+    import socketserver
+    import ssl
+    from socket import socket as SocketType
+
+    from typing_extensions import Self
+
+    from ._typing import Address, InetAddress, RequestType, RetAddress, UnixAddress
+
 
 _TCP_FAMILIES = (socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET))
 
 
-def set_tcp_nodelay(sock):
+def set_tcp_nodelay(sock: socket.socket) -> None:
     """Turn Nagle's algorithm off on a TCP connection; a socket that is not
     TCP after all (a swapped-in listener) is left as it is."""
     try:
@@ -30,7 +43,18 @@ def set_tcp_nodelay(sock):
         pass
 
 
-class BaseServer:
+if TYPE_CHECKING:
+    # fastserver's servers are drop-in replacements for the stdlib's: to the
+    # type checker, subtypes of them, so that the stdlib's request handlers
+    # (http.server's, xmlrpc.server's) and code written for socketserver's
+    # types accept them.  At run time they derive from object, as the
+    # stdlib's do.
+    _StdlibBaseServer = socketserver.BaseServer
+else:
+    _StdlibBaseServer = object
+
+
+class BaseServer(_StdlibBaseServer):
     """Base class for server classes (the stdlib's ``BaseServer``).
 
     Methods for the caller:
@@ -56,13 +80,33 @@ class BaseServer:
     - handle_error()
     """
 
-    timeout = None
+    timeout: float | None = None
     # fastserver.tls: the bound, in seconds, on the TLS handshake that
     # finish_request() completes before the handler (None: the socket's own
     # timeout).  See TCPServer.ssl_context.
-    ssl_handshake_timeout = 10.0
+    ssl_handshake_timeout: float | None = 10.0
 
-    def __init__(self, server_address, RequestHandlerClass):
+    server_address: Address
+    RequestHandlerClass: Callable[[Any, RetAddress, Self], socketserver.BaseRequestHandler]
+
+    if TYPE_CHECKING:
+        # Not defined here (as in the stdlib), but every concrete server
+        # has them, and the loop uses them.
+        socket: SocketType
+
+        def fileno(self) -> int: ...
+        def get_request(self) -> tuple[Any, Any]: ...
+
+        # The stdlib's private names, as they are spelled from outside the
+        # class (see __init__): mypy does not mangle names.
+        _BaseServer__shutdown_request: bool
+        _BaseServer__is_shut_down: threading.Event
+
+    def __init__(
+        self,
+        server_address: Address,
+        RequestHandlerClass: Callable[[Any, RetAddress, Self], socketserver.BaseRequestHandler],
+    ) -> None:
         """Constructor.  May be extended, do not override."""
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
@@ -72,11 +116,11 @@ class BaseServer:
         self.__is_shut_down = threading.Event()
         self.__shutdown_request = False
 
-    def server_activate(self):
+    def server_activate(self) -> None:
         """Called by constructor to activate the server.  May be overridden."""
         pass
 
-    def serve_forever(self, poll_interval=0.5):
+    def serve_forever(self, poll_interval: float | None = 0.5) -> None:
         """Handle one request at a time until shutdown.
 
         Polls for shutdown every poll_interval seconds (it is also woken at
@@ -90,7 +134,7 @@ class BaseServer:
             self.__shutdown_request = False
             self.__is_shut_down.set()
 
-    def shutdown(self, timeout=None):
+    def shutdown(self, timeout: float | None = None) -> None:
         """Stops the serve_forever loop.
 
         Blocks until the loop has finished.  This must be called while
@@ -116,7 +160,7 @@ class BaseServer:
             self.__is_shut_down.wait()
         self.drain(max(0.0, deadline - time()))
 
-    def drain(self, timeout):
+    def drain(self, timeout: float | None) -> int:
         """fastserver: wait up to ``timeout`` seconds for the stream
         connections in flight (accepted, not yet closed by close_request())
         to finish, then shut down both directions of those still open, so
@@ -132,7 +176,7 @@ class BaseServer:
             return 0
         return connections.cut()
 
-    def service_actions(self):
+    def service_actions(self) -> None:
         """Called by the serve_forever() loop.
 
         May be overridden by a subclass / Mixin to implement any code that
@@ -140,7 +184,7 @@ class BaseServer:
         """
         pass
 
-    def handle_request(self):
+    def handle_request(self) -> None:
         """Handle one request, possibly blocking.
 
         Respects self.timeout.
@@ -164,7 +208,7 @@ class BaseServer:
                 if timeout < 0:
                     return self.handle_timeout()
 
-    def _handle_request_noblock(self):
+    def _handle_request_noblock(self) -> None:
         """Handle one request, without blocking.
 
         I assume that selector.select() has returned that the socket is
@@ -173,21 +217,21 @@ class BaseServer:
         """
         _engine.core.handle_request_noblock(self)
 
-    def handle_timeout(self):
+    def handle_timeout(self) -> None:
         """Called if no new request arrives within self.timeout.
 
         Overridden by ForkingMixIn.
         """
         pass
 
-    def verify_request(self, request, client_address):
+    def verify_request(self, request: RequestType, client_address: RetAddress) -> bool:
         """Verify the request.  May be overridden.
 
         Return True if we should proceed with this request.
         """
         return True
 
-    def process_request(self, request, client_address):
+    def process_request(self, request: RequestType, client_address: RetAddress) -> None:
         """Call finish_request.
 
         Overridden by ForkingMixIn and ThreadingMixIn.
@@ -195,14 +239,14 @@ class BaseServer:
         self.finish_request(request, client_address)
         self.shutdown_request(request)
 
-    def server_close(self):
+    def server_close(self) -> None:
         """Called to clean-up the server.
 
         May be overridden.
         """
         _engine.close(self)
 
-    def finish_request(self, request, client_address):
+    def finish_request(self: Self, request: RequestType, client_address: RetAddress) -> None:
         """Finish one request by instantiating RequestHandlerClass."""
         # fastserver.tls: a TLS connection completes its handshake here, where
         # the request is served (its thread, worker or child), not in the loop;
@@ -211,11 +255,11 @@ class BaseServer:
             return
         self.RequestHandlerClass(request, client_address, self)
 
-    def shutdown_request(self, request):
+    def shutdown_request(self, request: RequestType) -> None:
         """Called to shutdown and close an individual request."""
         self.close_request(request)
 
-    def close_request(self, request):
+    def close_request(self, request: RequestType) -> None:
         """Called to clean up an individual request."""
         pass
 
@@ -226,14 +270,16 @@ class BaseServer:
     # handle_overload() instead of verify_request().
     overload = "wait"
 
-    def handle_overload(self, request, client_address):
+    def handle_overload(self, request: RequestType, client_address: RetAddress) -> None:
         """fastserver: called instead of the request chain when a limit is
         reached and ``overload == "refuse"``.  May be overridden (to send a
         "busy" reply first, say).  The default closes the connection (or
         drops the datagram) through shutdown_request()."""
         self.shutdown_request(request)
 
-    def handle_tls_error(self, request, client_address, exc):
+    def handle_tls_error(
+        self, request: SocketType, client_address: RetAddress, exc: OSError
+    ) -> None:
         """fastserver: a TLS handshake failed or timed out (``exc``).  May be
         overridden.
 
@@ -242,7 +288,7 @@ class BaseServer:
         """
         tls.log_tls_error(client_address, exc)
 
-    def handle_error(self, request, client_address):
+    def handle_error(self, request: RequestType, client_address: RetAddress) -> None:
         """Handle an error gracefully.  May be overridden.
 
         The default is to print a traceback and continue.
@@ -258,10 +304,10 @@ class BaseServer:
         traceback.print_exc()
         print("-" * 40, file=sys.stderr)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *args):
+    def __exit__(self, *args: object) -> None:
         self.server_close()
 
 
@@ -285,25 +331,53 @@ class TCPServer(BaseServer):
     # closed by close_request()), or None for no limit.  Beyond it,
     # ``overload`` says whether new connections wait in the backlog or are
     # refused through handle_overload().  Read when a loop starts.
-    max_connections = None
+    max_connections: int | None = None
     # fastserver: seconds a connection may stay silent: set as each
     # accepted socket's timeout, so a recv() or send() that makes no
     # progress for that long raises TimeoutError in the handler (and the
     # slow client's thread is freed).  A handler's own ``timeout``
     # (StreamRequestHandler.timeout) overrides it.  None: no timeout.
-    idle_timeout = None
+    idle_timeout: float | None = None
     # fastserver.tls: an ssl.SSLContext (server side) to serve every
     # connection over TLS; see BaseServer.ssl_handshake_timeout and
     # handle_tls_error().  Read when a loop starts.
-    ssl_context = None
+    ssl_context: ssl.SSLContext | None = None
 
     # fastserver.inherit: a server on a socket bound elsewhere (a supervisor,
     # systemd socket activation): cls.from_socket(sock, RequestHandlerClass,
     # *args, **kwargs) and cls.from_fd(fd, ...).
-    from_socket = classmethod(inherit.server_from_socket)
-    from_fd = classmethod(inherit.server_from_fd)
+    @classmethod
+    def from_socket(
+        cls,
+        sock: socket.socket,
+        RequestHandlerClass: Callable[[Any, RetAddress, Self], socketserver.BaseRequestHandler],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Self:
+        """A server of this class on ``sock``, a socket bound elsewhere (see
+        fastserver.inherit.server_from_socket)."""
+        return inherit.server_from_socket(cls, sock, RequestHandlerClass, *args, **kwargs)
 
-    def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True):
+    @classmethod
+    def from_fd(
+        cls,
+        fd: int,
+        RequestHandlerClass: Callable[[Any, RetAddress, Self], socketserver.BaseRequestHandler],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Self:
+        """A server of this class on the socket whose file descriptor is
+        ``fd`` (see fastserver.inherit.server_from_fd)."""
+        return inherit.server_from_fd(cls, fd, RequestHandlerClass, *args, **kwargs)
+
+    server_address: InetAddress
+
+    def __init__(
+        self,
+        server_address: InetAddress,
+        RequestHandlerClass: Callable[[Any, RetAddress, Self], socketserver.BaseRequestHandler],
+        bind_and_activate: bool = True,
+    ) -> None:
         """Constructor.  May be extended, do not override."""
         BaseServer.__init__(self, server_address, RequestHandlerClass)
         self.socket = socket.socket(self.address_family, self.socket_type)
@@ -311,11 +385,11 @@ class TCPServer(BaseServer):
             try:
                 self.server_bind()
                 self.server_activate()
-            except:  # noqa: E722 -- the stdlib closes on anything, then re-raises
+            except:  # as the stdlib: close on anything, then re-raise
                 self.server_close()
                 raise
 
-    def server_bind(self):
+    def server_bind(self) -> None:
         """Called by constructor to bind the socket.
 
         May be overridden.
@@ -330,7 +404,7 @@ class TCPServer(BaseServer):
         self.socket.bind(self.server_address)
         self.server_address = self.socket.getsockname()
 
-    def server_activate(self):
+    def server_activate(self) -> None:
         """Called by constructor to activate the server.
 
         May be overridden.
@@ -340,7 +414,7 @@ class TCPServer(BaseServer):
             return
         self.socket.listen(self.request_queue_size)
 
-    def server_close(self):
+    def server_close(self) -> None:
         """Called to clean-up the server.
 
         May be overridden.
@@ -348,14 +422,14 @@ class TCPServer(BaseServer):
         self.socket.close()
         _engine.close(self)
 
-    def fileno(self):
+    def fileno(self) -> int:
         """Return socket file number.
 
         Interface required by selector.
         """
         return self.socket.fileno()
 
-    def get_request(self):
+    def get_request(self) -> tuple[RequestType, RetAddress]:
         """Get the request and client address from the socket.
 
         May be overridden.
@@ -371,8 +445,10 @@ class TCPServer(BaseServer):
         _engine.connections_of(self).add(request)
         return request, client_address
 
-    def shutdown_request(self, request):
+    def shutdown_request(self, request: RequestType) -> None:
         """Called to shutdown and close an individual request."""
+        if TYPE_CHECKING:  # a stream server's requests are its connections
+            assert isinstance(request, socket.socket)
         try:
             # explicitly shutdown.  socket.close() merely releases
             # the socket and waits for GC to perform the actual close.
@@ -381,8 +457,10 @@ class TCPServer(BaseServer):
             pass  # some platforms may raise ENOTCONN here
         self.close_request(request)
 
-    def close_request(self, request):
+    def close_request(self, request: RequestType) -> None:
         """Called to clean up an individual request."""
+        if TYPE_CHECKING:  # a stream server's requests are its connections
+            assert isinstance(request, socket.socket)
         request.close()
         _engine.connection_closed(self, request)
 
@@ -395,19 +473,19 @@ class UDPServer(TCPServer):
     socket_type = socket.SOCK_DGRAM
     max_packet_size = 8192
 
-    def get_request(self):
+    def get_request(self) -> tuple[RequestType, RetAddress]:
         data, client_addr = self.socket.recvfrom(self.max_packet_size)
         return (data, self.socket), client_addr
 
-    def server_activate(self):
+    def server_activate(self) -> None:
         # No need to call listen() for UDP.
         pass
 
-    def shutdown_request(self, request):
+    def shutdown_request(self, request: RequestType) -> None:
         # No need to shutdown anything.
         self.close_request(request)
 
-    def close_request(self, request):
+    def close_request(self, request: RequestType) -> None:
         # No need to close anything.
         pass
 
@@ -434,8 +512,35 @@ if hasattr(socket, "AF_UNIX"):
     class UnixStreamServer(TCPServer):
         address_family = socket.AF_UNIX
 
+        if TYPE_CHECKING:
+            # A path, not TCPServer's (host, port): typeshed makes the
+            # same exception to the class hierarchy the stdlib has.
+            server_address: UnixAddress  # type: ignore[assignment]
+
+            def __init__(
+                self,
+                server_address: UnixAddress,
+                RequestHandlerClass: Callable[
+                    [Any, RetAddress, Self], socketserver.BaseRequestHandler
+                ],
+                bind_and_activate: bool = True,
+            ) -> None: ...
+
     class UnixDatagramServer(UDPServer):
         address_family = socket.AF_UNIX
+
+        if TYPE_CHECKING:
+            # A path, not UDPServer's (host, port), as for UnixStreamServer.
+            server_address: UnixAddress  # type: ignore[assignment]
+
+            def __init__(
+                self,
+                server_address: UnixAddress,
+                RequestHandlerClass: Callable[
+                    [Any, RetAddress, Self], socketserver.BaseRequestHandler
+                ],
+                bind_and_activate: bool = True,
+            ) -> None: ...
 
     class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer):
         pass

@@ -31,12 +31,21 @@ does not pay for them at import time (an ``SSLSocket`` can only exist once
 ``ssl`` has been imported, so its absence from ``sys.modules`` answers
 "is this a TLS connection?" for free).
 """
+from __future__ import annotations
+
 import errno
 import socket
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
+
+    from ._typing import RequestType, RetAddress
+    from .servers import BaseServer, TCPServer
 
 
-def enabled(server):
+def enabled(server: BaseServer) -> bool:
     """True when the server wraps its connections (``ssl_context`` is set).
 
     Raises ValueError for a datagram server: TLS needs a byte stream (DTLS is
@@ -53,7 +62,9 @@ def enabled(server):
     return True
 
 
-def wrap_accepted(server, request, client_address):
+def wrap_accepted(
+    server: TCPServer, request: socket.socket, client_address: RetAddress
+) -> ssl.SSLSocket:
     """``request`` wrapped in ``server.ssl_context``, its handshake left for
     :func:`complete_handshake`.
 
@@ -72,7 +83,9 @@ def wrap_accepted(server, request, client_address):
         # failure would come from inside the new SSLSocket, whose fd only
         # the garbage collector would close.)
         request.getpeername()
-        return server.ssl_context.wrap_socket(
+        context = server.ssl_context
+        assert context is not None  # only called with ssl_context set
+        return context.wrap_socket(
             request, server_side=True, do_handshake_on_connect=False
         )
     except OSError as exc:
@@ -83,7 +96,9 @@ def wrap_accepted(server, request, client_address):
         ) from exc
 
 
-def complete_handshake(server, request, client_address):
+def complete_handshake(
+    server: BaseServer, request: RequestType, client_address: RetAddress
+) -> bool:
     """Run the pending server-side handshake of ``request``, if it has one.
 
     Returns True when the request may go on to the handler: it is not a TLS
@@ -119,7 +134,7 @@ def complete_handshake(server, request, client_address):
     return True
 
 
-def log_tls_error(client_address, exc):
+def log_tls_error(client_address: RetAddress, exc: BaseException) -> None:
     """One warning line on the ``fastserver.tls`` logger, without traceback.
 
     Failed handshakes are routine on a public port (scanners, a browser
@@ -137,7 +152,7 @@ def log_tls_error(client_address, exc):
     )
 
 
-def describe_client(client_address):
+def describe_client(client_address: RetAddress) -> str:
     """``client_address`` for a log line: host:port for IP, else its repr
     (a Unix-socket client is usually unnamed, ``''``)."""
     if isinstance(client_address, tuple) and len(client_address) >= 2:

@@ -20,7 +20,10 @@ reset.  Elsewhere (Unix sockets, other systems, ``reuse_port = False``) the
 workers share ``server.socket``, made non-blocking so that a worker that
 loses the race for a connection gets EAGAIN instead of blocking.
 """
+from __future__ import annotations
+
 import contextlib
+import enum
 import os
 import selectors
 import signal
@@ -28,12 +31,24 @@ import socket
 import sys
 import threading
 import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from time import monotonic
+from typing import TYPE_CHECKING, Final, Literal, NoReturn
 
 from . import _engine
 from .servers import TCPServer, UDPServer
 
-__all__ = []
+if TYPE_CHECKING:
+    from ._engine import Poller
+    from .servers import BaseServer
+
+    # The mix-in goes before a server class in the bases: for the type
+    # checker it is a (socket) server.
+    _ServerMixIn = TCPServer
+else:
+    _ServerMixIn = object
+
+__all__: list[str] = []
 
 #: A worker that dies sooner than this (seconds) after it was started counts
 #: as a failed start.  Each failed start in a row doubles the wait before the
@@ -59,7 +74,7 @@ _REUSE_PORT_BALANCES = sys.platform.startswith("linux") and hasattr(socket, "SO_
 _INET_FAMILIES = (socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET))
 
 
-def usable_cpu_count():
+def usable_cpu_count() -> int:
     """The CPUs this process may run on (its affinity mask where known)."""
     if hasattr(os, "process_cpu_count"):  # 3.13
         return os.process_cpu_count() or 1
@@ -68,7 +83,7 @@ def usable_cpu_count():
     return os.cpu_count() or 1
 
 
-def describe_exit(status):
+def describe_exit(status: int | None) -> str:
     """``os.waitpid()``'s status in words (None: reaped by someone else)."""
     if status is None:
         return "ended (reaped elsewhere: status unknown)"
@@ -85,10 +100,10 @@ def describe_exit(status):
 # ---------------------------------------------------------------------------
 # Knowing when a worker dies, without polling
 # ---------------------------------------------------------------------------
-_pidfds_work = None
+_pidfds_work: bool | None = None
 
 
-def _pidfds_available():
+def _pidfds_available() -> bool:
     """Can this kernel give out pidfds (Linux 5.3+, Python 3.9+)?"""
     global _pidfds_work
     if _pidfds_work is None:
@@ -115,53 +130,60 @@ class _ExitWatch:
 
     __slots__ = ("fd", "exact", "_write_end")
 
-    def __init__(self):
+    def __init__(self) -> None:
         """Made before the fork (the pipe must exist in both processes)."""
-        self.fd = self._write_end = None
+        self.fd: int | None = None
+        self._write_end: int | None = None
         self.exact = _pidfds_available()
         if not self.exact:
             # os.pipe() fds are not inherited by exec(): a program the
             # worker runs does not hold the write end.
             self.fd, self._write_end = os.pipe()
 
-    def in_parent(self, pid):
+    def in_parent(self, pid: int) -> None:
         if self.exact:
             try:
                 self.fd = os.pidfd_open(pid)
             except OSError:  # out of fds: the waitpid() checks still find it
                 self.exact = False
         else:
+            assert self._write_end is not None  # made in __init__ without pidfds
             os.close(self._write_end)
             self._write_end = None
 
-    def in_worker(self):
+    def in_worker(self) -> None:
         """The worker keeps the write end (open until it exits)."""
         if not self.exact:
+            assert self.fd is not None  # the pipe's read end
             os.close(self.fd)
             self.fd = None
 
-    def send_signal(self, pid, signum):
+    def send_signal(self, pid: int, signum: int) -> None:
         """Signal the worker; through its pidfd where there is one, so that a
         pid reaped behind our back and reused is never hit."""
         try:
-            if self.exact and hasattr(signal, "pidfd_send_signal"):
+            if self.exact and self.fd is not None and hasattr(signal, "pidfd_send_signal"):
                 signal.pidfd_send_signal(self.fd, signum)
             else:
                 os.kill(pid, signum)
         except ProcessLookupError:
             pass  # already gone
 
-    def close(self):
+    def close(self) -> None:
         for fd in (self.fd, self._write_end):
             if fd is not None:
                 os.close(fd)
         self.fd = self._write_end = None
 
 
-_RUNNING = object()
+class _Running(enum.Enum):
+    RUNNING = "running"
 
 
-def _exit_status(pid):
+_RUNNING: Final = _Running.RUNNING
+
+
+def _exit_status(pid: int) -> int | Literal[_Running.RUNNING] | None:
     """The worker's waitpid() status once it has ended (the process is then
     reaped), ``_RUNNING`` while it runs, None if someone else reaped it
     (SIGCHLD ignored, or a waitpid(-1) elsewhere in the program)."""
@@ -175,7 +197,7 @@ def _exit_status(pid):
 # ---------------------------------------------------------------------------
 # Telling a worker to stop: SIGTERM, or its supervisor's death
 # ---------------------------------------------------------------------------
-def _watch_for_stop(lifeline, stop):
+def _watch_for_stop(lifeline: int, stop: Callable[[], object]) -> None:
     """In a worker: a daemon thread calls ``stop`` when SIGTERM arrives or
     when the supervisor is gone, however it died (the lifeline pipe, whose
     write end only the supervisor holds, reads EOF).
@@ -196,7 +218,7 @@ def _watch_for_stop(lifeline, stop):
     os.set_blocking(signal_write, False)
     signal.set_wakeup_fd(signal_write, warn_on_full_buffer=False)
 
-    def watch():
+    def watch() -> None:
         with selectors.DefaultSelector() as selector:
             selector.register(lifeline, selectors.EVENT_READ)
             selector.register(signal_read, selectors.EVENT_READ)
@@ -209,7 +231,7 @@ def _watch_for_stop(lifeline, stop):
     threading.Thread(target=watch, name="fastserver stop watch", daemon=True).start()
 
 
-def _read_available(fd):
+def _read_available(fd: int) -> bytes:
     try:
         return os.read(fd, 512)
     except (BlockingIOError, InterruptedError):
@@ -219,7 +241,7 @@ def _read_available(fd):
 # ---------------------------------------------------------------------------
 # The listeners
 # ---------------------------------------------------------------------------
-def _wants_reuse_port(server):
+def _wants_reuse_port(server: PreforkMixIn) -> bool:
     """Should each worker get its own SO_REUSEPORT socket?  Linux balances
     connections over such sockets; other systems' SO_REUSEPORT does not."""
     return (
@@ -229,7 +251,7 @@ def _wants_reuse_port(server):
     )
 
 
-def _sibling_listener(server, listener):
+def _sibling_listener(server: PreforkMixIn, listener: socket.socket) -> socket.socket:
     """Another socket in ``listener``'s SO_REUSEPORT group: same family,
     type and address, listening with the same backlog."""
     sibling = socket.socket(listener.family, listener.type, listener.proto)
@@ -251,19 +273,23 @@ def _sibling_listener(server, listener):
     return sibling
 
 
-def _reuse_port_listeners(server, count):
+def _reuse_port_listeners(server: PreforkMixIn, count: int) -> list[socket.socket] | None:
     """``server.socket`` and count - 1 siblings, or None when the socket
     cannot have any (it was bound without SO_REUSEPORT, or it is not a plain
     socket: siblings would lack what was done to it, e.g. TLS)."""
-    listener = getattr(server, "socket", None)
-    if type(listener) is not socket.socket or listener.family not in _INET_FAMILIES:
+    listener: socket.socket | None = getattr(server, "socket", None)
+    if (
+        listener is None
+        or type(listener) is not socket.socket
+        or listener.family not in _INET_FAMILIES
+    ):
         return None
     try:
         if not listener.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
             return None
     except OSError:
         return None
-    siblings = []
+    siblings: list[socket.socket] = []
     try:
         for _ in range(count - 1):
             siblings.append(_sibling_listener(server, listener))
@@ -282,16 +308,16 @@ class _Worker:
 
     __slots__ = ("index", "listener", "pid", "watch", "started_at", "failed_starts", "start_at")
 
-    def __init__(self, index, listener):
+    def __init__(self, index: int, listener: socket.socket | None) -> None:
         self.index = index
         self.listener = listener
-        self.pid = None
-        self.watch = None
+        self.pid: int | None = None
+        self.watch: _ExitWatch | None = None
         self.started_at = 0.0
         self.failed_starts = 0  # in a row
         self.start_at = 0.0  # when to start the next process (if pid is None)
 
-    def schedule_restart(self, now):
+    def schedule_restart(self, now: float) -> None:
         if now - self.started_at < MIN_UPTIME:
             self.failed_starts += 1
         else:
@@ -306,22 +332,25 @@ class _Supervisor:
     """The caller's side of serve_forever(): starts, watches, restarts and
     stops the workers, and owns what they share (listeners, pipes)."""
 
-    def __init__(self, server, poll_interval):
+    def __init__(self, server: PreforkMixIn, poll_interval: float | None) -> None:
         self.server = server
         self.poll_interval = poll_interval
         self.pid = os.getpid()
         self.thread_id = threading.get_ident()
         self.engine = _engine.engine_for(server)
-        self.poller = None
-        self.workers = []
-        self.own_listeners = []  # the SO_REUSEPORT siblings, closed at the end
-        self.shared_listener = None  # server.socket when the workers share it
-        self.shared_listener_timeout = None
-        self.lifeline = None  # a pipe: (read end for the workers, write end kept here)
+        self.poller: Poller | None = None
+        self.workers: list[_Worker] = []
+        # the SO_REUSEPORT siblings, closed at the end
+        self.own_listeners: list[socket.socket] = []
+        # server.socket when the workers share it
+        self.shared_listener: socket.socket | None = None
+        self.shared_listener_timeout: float | None = None
+        # a pipe: (read end for the workers, write end kept here)
+        self.lifeline: tuple[int, int] | None = None
         self.stopping = False
 
     # -- the loop ------------------------------------------------------------
-    def run(self):
+    def run(self) -> None:
         """Serve until shutdown(): BaseServer.serve_forever's loop, with
         worker exits as the events."""
         server = self.server
@@ -332,7 +361,7 @@ class _Supervisor:
             self.engine = engine
             self._supervise(count)
 
-    def _supervise(self, count):
+    def _supervise(self, count: int) -> None:
         server = self.server
         waker = self.engine.waker
         try:
@@ -359,9 +388,9 @@ class _Supervisor:
             finally:
                 self._close()
 
-    def _wait_timeout(self):
+    def _wait_timeout(self) -> float | None:
         timeout = self.poll_interval
-        if any(w.pid is not None and not w.watch.exact for w in self.workers):
+        if any(w.watch is not None and not w.watch.exact for w in self.workers):
             timeout = _RECHECK_INTERVAL if timeout is None else min(timeout, _RECHECK_INTERVAL)
         pending = [w.start_at for w in self.workers if w.pid is None]
         if pending:
@@ -369,13 +398,15 @@ class _Supervisor:
             timeout = until_start if timeout is None else min(timeout, until_start)
         return timeout
 
-    def _open_listeners(self, count):
+    def _open_listeners(self, count: int) -> None:
         server = self.server
-        listeners = None
+        reuse_port_listeners = None
         if count > 1 and _wants_reuse_port(server):
-            listeners = _reuse_port_listeners(server, count)
-        if listeners is not None:
-            self.own_listeners = listeners[1:]
+            reuse_port_listeners = _reuse_port_listeners(server, count)
+        listeners: Sequence[socket.socket | None]
+        if reuse_port_listeners is not None:
+            listeners = reuse_port_listeners
+            self.own_listeners = reuse_port_listeners[1:]
         else:
             listener = getattr(server, "socket", None)
             listeners = [listener] * count
@@ -389,7 +420,7 @@ class _Supervisor:
         self.workers = [_Worker(index, listener) for index, listener in enumerate(listeners)]
 
     # -- starting --------------------------------------------------------------
-    def _start(self, worker, retry_on_failure):
+    def _start(self, worker: _Worker, retry_on_failure: bool) -> None:
         watch = _ExitWatch()
         _flush_standard_streams()  # or the child would print the parent's buffered output too
         try:
@@ -411,10 +442,11 @@ class _Supervisor:
         watch.in_parent(pid)
         worker.pid, worker.watch, worker.started_at = pid, watch, monotonic()
         if watch.fd is not None:
+            assert self.poller is not None  # made before any worker starts
             self.poller.register(watch.fd)
 
     # -- watching ------------------------------------------------------------
-    def _reap(self):
+    def _reap(self) -> bool:
         """Collect the workers that ended and schedule their successors.
         True when one of them asked for the whole server to stop."""
         stop_all = False
@@ -438,14 +470,16 @@ class _Supervisor:
             self.server.worker_exited(pid, status)
         return stop_all
 
-    def _forget_process(self, worker):
-        if worker.watch.fd is not None:
-            self.poller.unregister(worker.watch.fd)
-        worker.watch.close()
+    def _forget_process(self, worker: _Worker) -> None:
+        watch = worker.watch
+        assert watch is not None and self.poller is not None  # a worker was started
+        if watch.fd is not None:
+            self.poller.unregister(watch.fd)
+        watch.close()
         worker.pid = worker.watch = None
 
     # -- stopping ------------------------------------------------------------
-    def _stop_workers(self):
+    def _stop_workers(self) -> None:
         """SIGTERM to every worker (each finishes its request and exits),
         then SIGKILL to those still there after worker_stop_timeout; every
         one is reaped."""
@@ -453,6 +487,8 @@ class _Supervisor:
         deadline = monotonic() + self.server.worker_stop_timeout
         next_sigterm = 0.0
         waker = self.engine.waker
+        poller = self.poller
+        assert poller is not None  # the loop made it first
         try:
             while True:
                 self._reap()
@@ -465,16 +501,18 @@ class _Supervisor:
                     # signal wake-up fd (see _watch_for_stop): the handler
                     # only sets a flag, so a repeat does no harm.
                     for worker in running:
+                        assert worker.pid is not None and worker.watch is not None
                         worker.watch.send_signal(worker.pid, signal.SIGTERM)
                     next_sigterm = now + _SIGTERM_REPEAT_INTERVAL
                 timeout = min(deadline, next_sigterm) - now
-                if not all(w.watch.exact for w in running):
+                if not all(w.watch is not None and w.watch.exact for w in running):
                     timeout = min(timeout, _RECHECK_INTERVAL_WHILE_STOPPING)
-                if waker.fileno() in self.poller.wait(timeout):
+                if waker.fileno() in poller.wait(timeout):
                     waker.drain()  # another shutdown(): we are at it already
         finally:
             for worker in self.workers:  # past the deadline, or interrupted
                 if worker.pid is not None:
+                    assert worker.watch is not None  # set with pid
                     worker.watch.send_signal(worker.pid, signal.SIGKILL)
                     try:
                         os.waitpid(worker.pid, 0)
@@ -482,7 +520,7 @@ class _Supervisor:
                         pass
                     self._forget_process(worker)
 
-    def _close(self):
+    def _close(self) -> None:
         """Close what the workers shared; server.socket is server_close()'s."""
         for listener in self.own_listeners:
             listener.close()
@@ -497,9 +535,10 @@ class _Supervisor:
             self.poller.close()
 
     # -- in a freshly forked worker -------------------------------------------
-    def close_in_worker(self, keep, keep_watch):
+    def close_in_worker(self, keep: _Worker, keep_watch: _ExitWatch) -> None:
         """Drop what belongs to the supervisor and to the other workers:
         its poller and waker, their exit watches and listeners."""
+        assert self.poller is not None  # forked from the running loop
         self.poller.close()
         self.engine.waker.close()  # this process's copy; the worker makes its own
         self.server.__dict__.pop("_fastserver_engine", None)
@@ -517,7 +556,7 @@ _WORKER_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @contextlib.contextmanager
-def _signals_blocked(signals):
+def _signals_blocked(signals: Iterable[int]) -> Iterator[None]:
     """Block ``signals`` for the calling thread (its children inherit the
     mask) for the ``with`` body."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
@@ -527,7 +566,7 @@ def _signals_blocked(signals):
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _flush_standard_streams():
+def _flush_standard_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
@@ -547,11 +586,11 @@ class _StopRequest:
 
     __slots__ = ("requested",)
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.requested = False
 
 
-def _serve_as_worker(supervisor, worker, watch):
+def _serve_as_worker(supervisor: _Supervisor, worker: _Worker, watch: _ExitWatch) -> NoReturn:
     """The body of a worker process: serve ``worker.listener`` until told to
     stop, run server_close(), exit.  Never returns."""
     server = supervisor.server
@@ -577,7 +616,7 @@ def _serve_as_worker(supervisor, worker, watch):
         os._exit(status)
 
 
-def _exit_code(system_exit):
+def _exit_code(system_exit: SystemExit) -> int:
     """The status a process ends with on this SystemExit, as Python decides it."""
     code = system_exit.code
     if code is None:
@@ -588,11 +627,11 @@ def _exit_code(system_exit):
     return 1
 
 
-def _become_worker(supervisor, worker, watch):
+def _become_worker(supervisor: _Supervisor, worker: _Worker, watch: _ExitWatch) -> _StopRequest:
     server = supervisor.server
     stop = _StopRequest()
 
-    def request_stop(*_signal_args):
+    def request_stop(*_signal_args: object) -> None:
         stop.requested = True
         server._BaseServer__shutdown_request = True
         _engine.wake(server)
@@ -604,6 +643,7 @@ def _become_worker(supervisor, worker, watch):
     if server._BaseServer__shutdown_request:
         stop.requested = True  # shutdown() raced with this fork: a stop like any other
     supervisor.close_in_worker(worker, watch)
+    assert supervisor.lifeline is not None  # made before the first fork
     _watch_for_stop(supervisor.lifeline[0], request_stop)
     # Blocked by the supervisor across the fork (and so in the watch thread
     # for good); one that came meanwhile is delivered now.
@@ -619,7 +659,7 @@ def _become_worker(supervisor, worker, watch):
 # The mix-in
 # ---------------------------------------------------------------------------
 @contextlib.contextmanager
-def _sigterm_requests_shutdown(server):
+def _sigterm_requests_shutdown(server: BaseServer) -> Iterator[None]:
     """While the supervisor runs in the main thread, SIGTERM does what
     shutdown() does, unless the program has its own SIGTERM handling."""
     if (
@@ -629,7 +669,7 @@ def _sigterm_requests_shutdown(server):
         yield
         return
 
-    def request_shutdown(*_signal_args):
+    def request_shutdown(*_signal_args: object) -> None:
         server._BaseServer__shutdown_request = True
         _engine.wake(server)
 
@@ -642,7 +682,7 @@ def _sigterm_requests_shutdown(server):
 
 if hasattr(os, "fork"):
 
-    class PreforkMixIn:
+    class PreforkMixIn(_ServerMixIn):
         """Mix-in class to serve from ``workers`` processes, supervised.
 
         ``serve_forever()`` forks the workers, each running the usual loop
@@ -664,18 +704,18 @@ if hasattr(os, "fork"):
         #: SIGKILL.
         worker_stop_timeout = 10.0
         #: None in the supervisor; 0 .. workers - 1 in a worker process.
-        worker_index = None
+        worker_index: int | None = None
 
-        _fastserver_supervisor = None
+        _fastserver_supervisor: _Supervisor | None = None
 
-        def server_bind(self):
+        def server_bind(self) -> None:
             """Set SO_REUSEPORT when each worker gets its own socket, then
             bind as the server class does."""
             if _wants_reuse_port(self):
                 self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             super().server_bind()
 
-        def serve_forever(self, poll_interval=0.5):
+        def serve_forever(self, poll_interval: float | None = 0.5) -> None:
             """Start the workers and supervise them until shutdown().
 
             Each worker runs the server class's serve_forever(poll_interval).
@@ -693,7 +733,7 @@ if hasattr(os, "fork"):
                 self._BaseServer__shutdown_request = False
                 self._BaseServer__is_shut_down.set()
 
-        def server_close(self):
+        def server_close(self) -> None:
             """Stop the workers if serve_forever() still runs, then close."""
             supervisor = self._running_supervisor()
             if supervisor is not None:
@@ -705,7 +745,7 @@ if hasattr(os, "fork"):
                 # own loop, which stops the workers as soon as it resumes.
             super().server_close()
 
-        def worker_exited(self, pid, status):
+        def worker_exited(self, pid: int, status: int | None) -> None:
             """Called in the supervisor when a worker ends without being
             asked to; ``status`` is os.waitpid()'s (None if it was reaped
             elsewhere).  A new worker is started after this returns.  The
@@ -718,14 +758,14 @@ if hasattr(os, "fork"):
             )
 
         @property
-        def worker_pids(self):
+        def worker_pids(self) -> list[int]:
             """The pids of the running workers (in the supervisor)."""
             supervisor = self._running_supervisor()
             if supervisor is None:
                 return []
             return [w.pid for w in supervisor.workers if w.pid is not None]
 
-        def _running_supervisor(self):
+        def _running_supervisor(self) -> _Supervisor | None:
             supervisor = self._fastserver_supervisor
             if supervisor is None or supervisor.pid != os.getpid():
                 return None
