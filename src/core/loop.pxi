@@ -162,6 +162,12 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
             if not listener_ready:
                 _service_actions(server, plan)  # a timeout or a wake-up
                 continue
+            if plan.accept_kind == ACCEPT_STREAM and fs_make_nonblocking(listen_fd) == 1:
+                # Another process serving the same listener (forked after
+                # bind) ended its loop and restored blocking mode on the
+                # shared file description: take it back before accepting,
+                # so our accept(2) cannot block where shutdown() can't reach.
+                restore_blocking = True
             handled = 0
             while True:
                 if plan.max_connections and not plan.refuse_overload and _full(plan):

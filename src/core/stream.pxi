@@ -270,7 +270,7 @@ cdef class SocketReader:
                 return lines
             lines.append(line)
             total += len(line)
-            if 0 < limit <= total:
+            if 0 < limit < total:  # io's rule: stop once the total exceeds hint
                 return lines
 
     def __repr__(self):
@@ -396,7 +396,12 @@ cdef class SocketReader:
         cdef Py_buffer view
         cdef Py_ssize_t n, got
         self._check_open("readinto of closed file")
-        PyObject_GetBuffer(b, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        try:
+            PyObject_GetBuffer(b, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        except BufferError:
+            # What io.BufferedReader says of a read-only or non-contiguous buffer.
+            raise TypeError("readinto() argument must be read-write bytes-like object, "
+                            f"not {type(b).__name__}") from None
         try:
             if just_once:
                 if self.end == self.start and view.len > 0:
