@@ -309,9 +309,14 @@ FAULTS_CHILD = VARIANT_IMPORT_SNIPPET + textwrap.dedent(
                            self.connection.fileno())
                     self.wfile.write(b"z" * 200000 + b"\n")
                 elif line == b"big\n":
-                    self.wfile.write(b"b" * (4 << 20) + b"\n")
+                    self.wfile.write(BIG)
                 else:
                     self.wfile.write(line)
+
+    # Larger than what the kernel buffers between a sender and a receiver
+    # with a small SO_RCVBUF (the sender's buffer grows to 4 MB): writing it
+    # blocks in send() until the client reads.
+    BIG = b"b" * (8 << 20) + b"\n"
 
     class TimedEcho(Echo):
         timeout = 5
@@ -410,7 +415,10 @@ FAULTS_CHILD = VARIANT_IMPORT_SNIPPET + textwrap.dedent(
             signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
             try:
                 for i in range(requests):
-                    with tcp_connect(server.server_address) as c:
+                    with socket.socket() as c:
+                        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+                        c.settimeout(10)
+                        c.connect(server.server_address)
                         # The line in pieces: the handler's readline() blocks
                         # in recv() between them.
                         c.sendall(b"line ")
@@ -420,7 +428,7 @@ FAULTS_CHILD = VARIANT_IMPORT_SNIPPET + textwrap.dedent(
                             c.sendall(b"big\n")
                         c.shutdown(socket.SHUT_WR)
                         # Read late: the handler blocks writing meanwhile.
-                        time.sleep(0.02 if i % 10 == 0 else 0.002)
+                        time.sleep(0.05 if i % 10 == 0 else 0.002)
                         replies.append(recv_until_eof(c))
             finally:
                 server.shutdown()
@@ -436,7 +444,7 @@ FAULTS_CHILD = VARIANT_IMPORT_SNIPPET + textwrap.dedent(
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
         driver.join(10)
         server.server_close()
-        expected = [b"line %d\n" % i + (b"b" * (4 << 20) + b"\n" if i % 10 == 0 else b"")
+        expected = [b"line %d\n" % i + (BIG if i % 10 == 0 else b"")
                     for i in range(requests)]
         result("eintr-" + handler.__name__, alarms=alarms[0],
                served=sum(got == want for got, want in zip(replies, expected)),

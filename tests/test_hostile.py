@@ -3,16 +3,18 @@
 
 Each test drives one running server with clients that misbehave (garbage,
 half-close, connect-and-vanish, RST in the middle of a request or of a
-response, a 100 MB line, 1,000 slowloris connections, a client that never
-reads, empty, maximal and oversized datagrams) and then checks that a
-well-behaved client is still served, that every error the handlers saw is
-one a misbehaving client can cause, and that the server gave back its fds.
+response, a 100 MB line, 1,000 slowloris connections, a flood against
+max_connections, a client that never reads, empty, maximal and oversized
+datagrams) and then checks that a well-behaved client is still served,
+that every error the handlers saw is one a misbehaving client can cause,
+and that the server gave back its fds, threads and child processes.
 
 The flavours come from hostile_util.FLAVOURS: sync, threading and forking
-run on the stdlib too (``ss``: the reference behaviour); the thread pool and
-the multi-core workers of issue 4 join once their modules import, and are
-skipped with the reason until then.  test_robustness.py has the older,
-TCP-only cases (raising handlers, fd counts per client kind, EMFILE).
+run on the stdlib too (the reference behaviour); the thread pool and the
+multi-core workers of issue 4 are skipped, with the reason, where they do
+not import.  Servers of the flavours that fork run in a child process (see
+hostile_util.BatteryServer).  test_robustness.py has the older, TCP-only
+cases (raising handlers, fd counts per client kind, a real EMFILE).
 """
 import inspect
 import random

@@ -13,6 +13,8 @@
 # runtime preloaded (an uninstrumented python needs it loaded first),
 # PYTHONMALLOC=malloc (so ASan sees Python objects' memory too, not pymalloc
 # arenas) and detect_leaks=0 (CPython does not free everything at exit).
+# FASTSERVER_SANITIZER=address tells the tests (test_leaks.py skips its RSS
+# check: ASan's quarantine holds freed memory on purpose).
 # Every process of the run (the suite forks and starts children) writes its
 # reports to $ASAN_WORK/report.<pid>; the script fails if there is any, or
 # if the suite fails.  Needs gcc (or cc with libasan), Cython and setuptools
@@ -68,6 +70,7 @@ env \
     LD_PRELOAD="$LIBASAN${LD_PRELOAD:+ $LD_PRELOAD}" \
     ASAN_OPTIONS="detect_leaks=0:log_path=$WORK/report:abort_on_error=0:halt_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
     PYTHONMALLOC=malloc \
+    FASTSERVER_SANITIZER=address \
     PYTHONPATH="$WORK/src${PYTHONPATH:+:$PYTHONPATH}" \
     sh -c 'cd "$0" && exec "$@"' "$REPO" "$PYTHON" -m pytest -p no:cacheprovider "$@" || status=$?
 
