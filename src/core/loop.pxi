@@ -162,13 +162,9 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
             if not listener_ready:
                 _service_actions(server, plan)  # a timeout or a wake-up
                 continue
-            if plan.accept_kind == ACCEPT_STREAM and fs_make_nonblocking(listen_fd) == 1:
-                # Another process serving the same listener (forked after
-                # bind) ended its loop and restored blocking mode on the
-                # shared file description: take it back before accepting,
-                # so our accept(2) cannot block where shutdown() can't reach.
-                restore_blocking = True
             handled = 0
+            if datagrams is not None:
+                datagrams.drained = False  # woken up: something may be waiting
             while True:
                 if plan.max_connections and not plan.refuse_overload and _full(plan):
                     # New connections wait in the kernel's backlog; the next
@@ -179,6 +175,14 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
                     if not handled:
                         _service_actions(server, plan)
                     break
+                if plan.accept_kind == ACCEPT_STREAM and fs_make_nonblocking(listen_fd) == 1:
+                    # Another process serving the same listener (forked after
+                    # bind) ended its loop and restored blocking mode on the
+                    # shared file description, maybe while our last handler
+                    # ran: take it back before each accept(2), so it cannot
+                    # block where shutdown() can't reach.  (One F_GETFL; the
+                    # window left is the few instructions up to accept4().)
+                    restore_blocking = True
                 if plan.handle_one is not None:
                     plan.handle_one()
                     status = HANDLED
