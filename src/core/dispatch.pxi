@@ -164,6 +164,8 @@ cdef int take_and_dispatch(server, Plan plan, int listen_fd, DatagramBatch datag
         taken = accept_stream(listen_fd, plan, &status)
     elif plan.accept_kind == ACCEPT_DATAGRAM:
         if datagrams.empty():
+            if datagrams.drained:
+                return NOTHING_PENDING
             status = datagrams.fill(listen_fd)
         if status == HANDLED:
             taken = datagrams.take(plan)

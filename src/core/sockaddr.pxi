@@ -165,6 +165,11 @@ cdef class DatagramBatch:
     """
     cdef fs_datagram_batch batch
     cdef int count, next           # received, handed out
+    # The last receive took fewer than the batch holds: the socket was empty
+    # then.  The loop waits again instead of asking once more for an EAGAIN
+    # (its poller is level-triggered, so what came since still wakes it);
+    # a syscall less per wake-up.  The loop clears it on each wake-up.
+    cdef bint drained
 
     def __cinit__(self, Py_ssize_t size):
         size = max(0, size)
@@ -190,6 +195,7 @@ cdef class DatagramBatch:
             if n > 0:
                 self.count = n
                 self.next = 0
+                self.drained = n < self.batch.capacity
                 return HANDLED
             err = errno
             if err == EINTR:
