@@ -31,7 +31,7 @@ LOADGEN_SOURCE = os.path.join(REPO, "bench", "loadgen.c")
 #: Requests per transport, after WARMUP: ~10,000 per flavour (forking,
 #: one process per request, gets fewer).
 REQUESTS = {"tcp": 3000, "unix": 2000, "udp": 5000}
-FORKING_REQUESTS = {"tcp": 300, "unix": 200, "udp": 300}
+FORKING_REQUESTS = {"tcp": 200, "unix": 150, "udp": 200}
 WARMUP = 500
 #: The line each request sends (and gets back): big enough that a request
 #: that leaked its buffers would show in RSS.
