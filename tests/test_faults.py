@@ -24,6 +24,7 @@ makes the next calls on one fd fail with a chosen errno, and counts calls
 and the EINTRs the real calls returned.  Both cores and the stdlib make
 their system calls through libc, so the same faults reach all of them.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -717,11 +718,70 @@ def test_two_processes_serve_one_blocking_listener(fs, variant, request):
             "blocks in accept() on the blocking listener until the next connection, "
             "so its shutdown() may hang")))
     server = fs.TCPServer((HOST, 0), pid_handler(fs))
+    with serving_in_parent_and_child(server) as (thread, forked, stop_child):
+        assert ask(server.server_address, b"pid\n") == b"%d\n" % os.getpid()
+        server.shutdown()  # ends the first loop: the thread forks
+        assert wait_until(lambda: "pid" in forked)
+        pids = set()
+        deadline = time.monotonic() + TIMEOUT
+        while len(pids) < 2 and time.monotonic() < deadline:
+            pids.add(int(ask(server.server_address, b"pid\n")))
+        assert pids == {os.getpid(), forked["pid"]}, "both processes serve"
+        stopper = ThreadCall(server.shutdown)  # the parent's loop only
+        assert stopper.join(1.0) and thread.join(TIMEOUT), "the parent's shutdown() hung"
+        # The child still serves, alone now, and stops at once when told.
+        assert int(ask(server.server_address, b"pid\n")) == forked["pid"]
+        assert stop_child() == 0, "the child's shutdown() hung"
+
+
+@pytest.mark.filterwarnings(FORK_WARNING_FILTER)
+def test_shared_listener_loop_ends_while_the_other_is_in_a_handler(fs, variant, request):
+    """As above, but the parent's loop ends while the child is inside a
+    slow request: the child's loop must not then block on the listener
+    (in accept()) where its shutdown() cannot reach it.  The compiled core
+    takes O_NONBLOCK back before each accept(), not once per wake-up."""
+    if not variant.startswith("c-"):
+        request.applymarker(pytest.mark.xfail(strict=False, reason=(
+            "twin (as the stdlib): both loops wake for the slow client's connection and "
+            "the loser blocks in accept() on the blocking listener")))
+    server = fs.TCPServer((HOST, 0), slow_in_child_handler(fs, os.getpid()))
+    with serving_in_parent_and_child(server) as (thread, forked, stop_child):
+        assert ask(server.server_address, b"pid\n") == b"%d\n" % os.getpid()
+        server.shutdown()  # ends the first loop: the thread forks
+        assert wait_until(lambda: "pid" in forked)
+        # Until the child takes one: its handler then sleeps 0.5 s.
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            with tcp_connect(server.server_address) as slow_client:
+                slow_client.sendall(b"slow\n")
+                slow_client.shutdown(socket.SHUT_WR)
+                if recv_until_eof(slow_client) == b"child sleeps\n":
+                    break
+        else:
+            pytest.fail("the child never took a request")
+        stopper = ThreadCall(server.shutdown)  # the parent's loop ends meanwhile
+        assert stopper.join(1.0) and thread.join(TIMEOUT), "the parent's shutdown() hung"
+        time.sleep(0.6)  # the child's request is over; its loop goes on
+        assert stop_child() == 0, "the child's shutdown() hung"
+
+
+@contextlib.contextmanager
+def serving_in_parent_and_child(server):
+    """Prefork by hand: a thread serves ``server`` until the caller's first
+    shutdown(), then forks, and parent and child both serve the listener.
+
+    Yields ``(thread, forked, stop_child)``: the serving thread (a
+    ThreadCall), ``forked["pid"]`` once the child exists, and
+    ``stop_child()``, which makes the child call shutdown() and returns its
+    exit code (0 once its loop ended; None if it had to be killed).  On the
+    way out every process is stopped and reaped, and a parent's loop left
+    blocked in accept() is released.
+    """
     stop_child_r, stop_child_w = os.pipe()
     forked = {}
 
     def serve_then_fork():
-        server.serve_forever(poll_interval=0.05)  # a first loop, stopped below
+        server.serve_forever(poll_interval=0.05)  # a first loop, stopped by the caller
         pid = os.fork()
         if pid == 0:  # the child: serve until the parent says stop
             code = 1
@@ -736,98 +796,18 @@ def test_two_processes_serve_one_blocking_listener(fs, variant, request):
         forked["pid"] = pid
         server.serve_forever(poll_interval=60)
 
+    def stop_child():
+        os.write(stop_child_w, b"x")
+        return exit_code_within(forked.pop("pid"), 1.0)  # reaped now
+
     thread = ThreadCall(serve_then_fork)
     try:
-        assert ask(server.server_address, b"pid\n") == b"%d\n" % os.getpid()
-        server.shutdown()  # ends the first loop: the thread forks
-        assert wait_until(lambda: "pid" in forked)
-        pids = set()
-        deadline = time.monotonic() + TIMEOUT
-        while len(pids) < 2 and time.monotonic() < deadline:
-            pids.add(int(ask(server.server_address, b"pid\n")))
-        assert pids == {os.getpid(), forked["pid"]}, "both processes serve"
-        stopper = ThreadCall(server.shutdown)  # the parent's loop only
-        assert stopper.join(1.0) and thread.join(TIMEOUT), "the parent's shutdown() hung"
-        # The child still serves, alone now, and stops at once when told.
-        assert int(ask(server.server_address, b"pid\n")) == forked["pid"]
-        os.write(stop_child_w, b"x")
-        code = exit_code_within(forked.pop("pid"), 1.0)  # reaped now
-        assert code == 0, "the child's shutdown() hung"
+        yield thread, forked, stop_child
     finally:
         os.close(stop_child_w)
         if "pid" in forked:
             exit_code_within(forked["pid"], 0.5)  # reaped, killed if need be
         while thread.thread.is_alive():  # a loop blocked in accept(): release it
-            server._BaseServer__shutdown_request = True
-            try:
-                socket.create_connection(server.server_address, timeout=1).close()
-            except OSError:
-                pass
-            thread.join(0.2)
-        os.close(stop_child_r)
-        server.server_close()
-
-
-@pytest.mark.filterwarnings(FORK_WARNING_FILTER)
-def test_shared_listener_loop_ends_while_the_other_is_in_a_handler(fs, variant, request):
-    """As above, but the parent's loop ends while the child is inside a
-    slow request: the child's loop must not then block on the listener
-    (in accept()) where its shutdown() cannot reach it.  The compiled core
-    takes O_NONBLOCK back before each accept(), not once per wake-up."""
-    if not variant.startswith("c-"):
-        request.applymarker(pytest.mark.xfail(strict=False, reason=(
-            "twin (as the stdlib): both loops wake for the slow client's connection and "
-            "the loser blocks in accept() on the blocking listener")))
-    server = fs.TCPServer((HOST, 0), slow_in_child_handler(fs, os.getpid()))
-    stop_child_r, stop_child_w = os.pipe()
-    forked = {}
-
-    def serve_then_fork():
-        server.serve_forever(poll_interval=0.05)
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                os.close(stop_child_w)
-                threading.Thread(target=lambda: (os.read(stop_child_r, 1), server.shutdown()),
-                                 daemon=True).start()
-                server.serve_forever(poll_interval=60)
-                code = 0
-            finally:
-                os._exit(code)
-        forked["pid"] = pid
-        server.serve_forever(poll_interval=60)
-
-    thread = ThreadCall(serve_then_fork)
-    slow_client = None
-    try:
-        assert ask(server.server_address, b"pid\n") == b"%d\n" % os.getpid()
-        server.shutdown()
-        assert wait_until(lambda: "pid" in forked)
-        # Until the child takes one: its handler then sleeps 0.5 s.
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            slow_client = tcp_connect(server.server_address)
-            slow_client.sendall(b"slow\n")
-            slow_client.shutdown(socket.SHUT_WR)
-            if recv_until_eof(slow_client) == b"child sleeps\n":
-                break
-            slow_client.close()
-        else:
-            pytest.fail("the child never took a request")
-        stopper = ThreadCall(server.shutdown)  # the parent's loop ends meanwhile
-        assert stopper.join(1.0) and thread.join(TIMEOUT), "the parent's shutdown() hung"
-        time.sleep(0.6)  # the child's request is over; its loop goes on
-        os.write(stop_child_w, b"x")
-        code = exit_code_within(forked.pop("pid"), 1.0)  # reaped now
-        assert code == 0, "the child's shutdown() hung"
-    finally:
-        if slow_client is not None:
-            slow_client.close()
-        os.close(stop_child_w)
-        if "pid" in forked:
-            exit_code_within(forked["pid"], 0.5)
-        while thread.thread.is_alive():
             server._BaseServer__shutdown_request = True
             try:
                 socket.create_connection(server.server_address, timeout=1).close()
