@@ -9,6 +9,8 @@ from /proc/PID/stat at loadgen's measure-start and measure-end, with the
 same servers, pinning and load generator as bench/run.py.  It shows what
 bounds a ratio: the kernel's share is the same work for both modules, so
 it sets a floor under fastserver/stdlib that no user-space change lowers.
+The c-reference row (bench/refserver.c, no Python) shows that floor
+measured directly: the kernel's work for the workload and nothing else.
 """
 import argparse
 import json
@@ -61,10 +63,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     run.pick_cpus()
     run.build_loadgen()
+    run.build_refserver()
     print(f"{'workload':<16}{'impl':<12}{'user us/op':>11}{'kernel us/op':>13}{'kernel %':>9}")
     with tempfile.TemporaryDirectory() as tmpdir:
         for name in args.workloads.split(","):
-            for impl in run.IMPLS:
+            impls = run.IMPLS
+            if run.WORKLOADS[name].server in run.REFERENCE_SERVERS:
+                impls += (run.REFERENCE,)
+            for impl in impls:
                 samples = sorted(
                     (measure(impl, name, args.duration, tmpdir) for _ in range(args.runs)),
                     key=sum)

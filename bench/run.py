@@ -15,6 +15,7 @@ bench/shutdown_latency.py.
     python bench/run.py [--quick] [--runs 3] [--duration 3] [--warmup 1]
                         [--workloads tcp-base,udp-base,...] [--json out.json]
                         [--backlog 64] [--quiet-wait 20] [--retries 2]
+                        [--no-reference]
 
 ``--quick`` is one run each of 1 s: a smoke test
 (``python bench/run.py --quick --workloads tcp-base,udp-base`` takes ~10 s).
@@ -28,6 +29,12 @@ machine may be shared; a run with bg% above 10 is redone, up to --retries
 times, after waiting up to --quiet-wait s for idle cores, and flagged if
 still disturbed), err (errors),
 and the fastserver/stdlib ratios of srv us/op (lower is better) and ops/s.
+
+The loadgen workloads also run on bench/refserver.c, a single-threaded C
+epoll server that makes only the system calls the workload needs (no
+Python): its row is the floor, the kernel's share of the work, and the
+"÷ C" column gives each module's srv us/op over it.  --no-reference skips
+it.
 
 The TCP servers get a listen() backlog of 64 (--backlog; the classes'
 default is 5): 8 to 50 connections opening at once overflow a backlog of 5,
@@ -54,10 +61,16 @@ import fastserver
 BENCH = os.path.dirname(os.path.abspath(__file__))
 LOADGEN_SRC = os.path.join(BENCH, "loadgen.c")
 LOADGEN = os.path.join(BENCH, ".build", "loadgen")
+REFSERVER_SRC = os.path.join(BENCH, "refserver.c")
+REFSERVER = os.path.join(BENCH, ".build", "refserver")
 SERVERS = os.path.join(BENCH, "servers.py")
 SHUTDOWN = os.path.join(BENCH, "shutdown_latency.py")
 SERVER_CPU, CLIENT_CPU = "0", "1"  # the first two CPUs we may use: see pick_cpus()
 IMPLS = ("stdlib", "fastserver")
+#: bench/refserver.c: the workload served by a C epoll server, no Python --
+#: the floor both modules are compared with ("÷ C" column).
+REFERENCE = "c-reference"
+REFERENCE_SERVERS = ("tcp-base", "tcp-stream", "udp-base", "udp-dgram", "tcp-persistent")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -80,11 +93,14 @@ WORKLOADS = {
     "tcp-persistent-1": Workload("tcp-persistent", "loadgen", "tcp-rr", 1, 64),
     "http-close": Workload("http", "wrk", concurrency=10, keepalive=False),
     "http-keepalive": Workload("http", "wrk", concurrency=10, keepalive=True),
+    # HTTP/1.0 on HTTPServer: http-close less a thread per request.
+    "http-close-sync": Workload("http-sync", "wrk", concurrency=10, keepalive=False),
     # Issue 4's rows: each module's defaults (Nagle), and the thread pool.
     "http-keepalive-as-is": Workload("http-as-is", "wrk", concurrency=10, keepalive=True),
     "http-close-pool": Workload("http-pool", "wrk", concurrency=10, keepalive=False),
 }
-ALIASES = {"http": ["http-close", "http-keepalive", "http-keepalive-as-is", "http-close-pool"]}
+ALIASES = {"http": ["http-close", "http-close-sync", "http-keepalive", "http-keepalive-as-is",
+                    "http-close-pool"]}
 DEFAULT_WORKLOADS = list(WORKLOADS) + ["shutdown"]
 
 
@@ -96,15 +112,23 @@ class BenchError(Exception):
 
 def build_loadgen():
     """Compile loadgen.c unless the binary is newer than the source."""
-    if (os.path.exists(LOADGEN)
-            and os.path.getmtime(LOADGEN) >= os.path.getmtime(LOADGEN_SRC)):
+    build_c_program(LOADGEN_SRC, LOADGEN, "the load generator")
+
+
+def build_refserver():
+    build_c_program(REFSERVER_SRC, REFSERVER, "the C reference server")
+
+
+def build_c_program(source, binary, what):
+    if (os.path.exists(binary)
+            and os.path.getmtime(binary) >= os.path.getmtime(source)):
         return
-    os.makedirs(os.path.dirname(LOADGEN), exist_ok=True)
+    os.makedirs(os.path.dirname(binary), exist_ok=True)
     cc = os.environ.get("CC", "cc")
-    cmd = [cc, "-O2", "-std=c99", "-Wall", "-o", LOADGEN, LOADGEN_SRC]
+    cmd = [cc, "-O2", "-std=c99", "-Wall", "-o", binary, source]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise BenchError(f"building the load generator failed: {' '.join(cmd)}\n"
+        raise BenchError(f"building {what} failed: {' '.join(cmd)}\n"
                          f"{result.stderr}")
 
 
@@ -185,17 +209,18 @@ def listen_overflows():
 # ---- the server process ---------------------------------------------------
 
 class Server:
-    """A servers.py subprocess pinned to SERVER_CPU; stopped by its pid."""
+    """A servers.py (or refserver) subprocess pinned to SERVER_CPU; stopped
+    by its pid."""
 
     def __init__(self, impl, workload, tmpdir, backlog):
         self.ready_file = os.path.join(tmpdir, f"{impl}-{workload}.port")
         self.log_path = os.path.join(tmpdir, f"{impl}-{workload}.log")
         # Open for the server's whole life (its stdout); close() closes it.
         self.log = open(self.log_path, "w")  # noqa: SIM115
-        cmd = ["taskset", "-c", SERVER_CPU, sys.executable, SERVERS,
-               "--impl", impl, "--workload", workload, "--port", "0",
+        program = [REFSERVER] if impl == REFERENCE else [sys.executable, SERVERS, "--impl", impl]
+        cmd = ["taskset", "-c", SERVER_CPU, *program, "--workload", workload, "--port", "0",
                "--ready-file", self.ready_file, "--backlog", str(backlog)]
-        # taskset execs python: self.proc.pid is the server's own pid.
+        # taskset execs the server: self.proc.pid is the server's own pid.
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         try:
             self.port = self.wait_ready()
@@ -446,7 +471,7 @@ def run_workload(name, args, tmpdir, all_runs, progress):
     """
     runs = []
     for i in range(args.runs):
-        for impl in IMPLS:
+        for impl in impls_of(name, args):
             progress.step(f"{name}: {impl}, run {i + 1} of {args.runs}")
             result, discarded = measured_run(impl, name, args, tmpdir)
             for r in discarded + [result]:
@@ -455,6 +480,14 @@ def run_workload(name, args, tmpdir, all_runs, progress):
             runs += discarded + [result]
             all_runs += discarded + [result]
     return runs
+
+
+def impls_of(name, args):
+    """The implementations a workload runs on: both modules, and the C
+    reference where there is one (not with --no-reference)."""
+    if args.reference and WORKLOADS[name].server in REFERENCE_SERVERS:
+        return (*IMPLS, REFERENCE)
+    return IMPLS
 
 
 def warn_about(result):
@@ -491,8 +524,10 @@ def spread_of(runs, key):
 
 def summarize(name, runs):
     rows = {}
-    for impl in IMPLS:
+    for impl in (*IMPLS, REFERENCE):
         mine = [r for r in runs if r["impl"] == impl and not r.get("discarded")]
+        if impl == REFERENCE and not mine:
+            continue
         rows[impl] = {key: median_of(mine, key) for key in (
             "ops_per_sec", "p50_us", "p99_us", "server_us_per_op",
             "server_cpu_pct", "client_cpu_pct", "other_cpu_pct")}
@@ -502,12 +537,17 @@ def summarize(name, runs):
         rows[impl]["runs"] = len(mine)
     std, fast = rows["stdlib"], rows["fastserver"]
 
-    def ratio(key):
-        return (fast[key] / std[key]) if fast[key] and std[key] else None
+    def ratio(key, mine, theirs):
+        return (mine[key] / theirs[key]) if mine[key] and theirs[key] else None
 
-    return {"workload": name, "stdlib": std, "fastserver": fast,
-            "ratio_us_per_op": ratio("server_us_per_op"),
-            "ratio_ops_per_sec": ratio("ops_per_sec")}
+    summary = {"workload": name, "stdlib": std, "fastserver": fast,
+               "ratio_us_per_op": ratio("server_us_per_op", fast, std),
+               "ratio_ops_per_sec": ratio("ops_per_sec", fast, std)}
+    if REFERENCE in rows:
+        ref = summary[REFERENCE] = rows[REFERENCE]
+        for impl in IMPLS:  # how far each is from the C floor, in CPU per op
+            rows[impl]["us_per_op_over_reference"] = ratio("server_us_per_op", rows[impl], ref)
+    return summary
 
 
 def fmt(value, spec, width):
@@ -521,11 +561,12 @@ def fmt_spread(spread, width):
 
 HEADER = (f"{'workload':<22}{'impl':<12}{'ops/s':>10}{'p50 us':>9}{'p99 us':>9}"
           f"{'srv us/op':>11}{'spread':>8}{'srv%':>6}{'gen%':>6}{'bg%':>5}{'err':>5}"
-          f"{'us/op ratio':>13}{'ops/s ratio':>13}")
+          f"{'us/op ratio':>13}{'ops/s ratio':>13}{'÷ C':>7}")
 
 
 def print_summary(summary):
-    for impl in IMPLS:
+    impls = [impl for impl in (*IMPLS, REFERENCE) if impl in summary]
+    for impl in impls:
         row = summary[impl]
         cells = [f"{summary['workload']:<22}{impl:<12}",
                  fmt(row["ops_per_sec"], ",.0f", 10),
@@ -540,8 +581,12 @@ def print_summary(summary):
         if impl == "fastserver":
             cells += [fmt(summary["ratio_us_per_op"], ".2f", 13),
                       fmt(summary["ratio_ops_per_sec"], ".2f", 13)]
-        print("".join(cells), flush=True)
-    if any((summary[impl]["client_cpu_pct"] or 0) > CLIENT_BOUND for impl in IMPLS):
+        elif impl == "stdlib":
+            cells += [" " * 26]
+        if "us_per_op_over_reference" in row:
+            cells.append(fmt(row["us_per_op_over_reference"], ".2f", 7))
+        print("".join(cells).rstrip(), flush=True)
+    if any((summary[impl]["client_cpu_pct"] or 0) > CLIENT_BOUND for impl in impls):
         print(f"{'':<22}^ client-bound: the load generator's core is saturated, so "
               "ops/s is its limit; compare srv us/op", flush=True)
 
@@ -580,8 +625,9 @@ class Progress:
     ``callback(done, total, label)``; ``label`` is None once all are done.
     A run redone because the machine was busy is not counted again."""
 
-    def __init__(self, names, runs, callback=None):
-        self.total = sum(1 if name == "shutdown" else len(IMPLS) * runs for name in names)
+    def __init__(self, names, runs, callback=None, impls_of=lambda name: IMPLS):
+        self.total = sum(1 if name == "shutdown" else len(impls_of(name)) * runs
+                         for name in names)
         self.done = 0
         self.callback = callback
 
@@ -619,6 +665,8 @@ def parse_args(argv):
                         help="redo a run disturbed by other processes (bg%% > "
                              f"{BUSY_LIMIT}) up to this many times (default 2, 0 "
                              "with --quick)")
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="skip the C reference server's rows (bench/refserver.c)")
     parser.add_argument("--json", help="write the summary and every raw run here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -649,7 +697,7 @@ def pick_cpus():
     SERVER_CPU, CLIENT_CPU = str(allowed[0]), str(allowed[1])
 
 
-def check_environment(names):
+def check_environment(names, reference):
     if shutil.which("taskset") is None:
         raise BenchError("taskset not found (util-linux)")
     if any(WORKLOADS[n].driver == "wrk" for n in names if n in WORKLOADS) \
@@ -658,6 +706,8 @@ def check_environment(names):
         names = [n for n in names if n not in WORKLOADS or WORKLOADS[n].driver != "wrk"]
     if any(n in WORKLOADS and WORKLOADS[n].driver == "loadgen" for n in names):
         build_loadgen()
+        if reference:
+            build_refserver()
     return names
 
 
@@ -695,16 +745,17 @@ def run_suite(argv=None, progress=None):
     # Keep this process, which wakes at the window's edges, off the server's core.
     os.sched_setaffinity(0, {int(CLIENT_CPU)})
     try:
-        names = check_environment(args.names)
+        names = check_environment(args.names, args.reference)
         meta = report["meta"] = metadata(args)
         print(f"fastserver bench: core={meta['core']}, python {meta['python']}, "
               f"{args.runs} run(s) x {args.duration} s (+{args.warmup} s warm-up) "
               f"per implementation; server on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}; "
               f"TCP backlog {args.backlog}; load average {os.getloadavg()[0]:.2f}")
         print("medians of the runs; spread = ± half the range of srv us/op; "
-              "ratios = fastserver/stdlib (us/op: lower is better)")
+              "ratios = fastserver/stdlib (us/op: lower is better); "
+              f"÷ C = srv us/op over the {REFERENCE} row's (bench/refserver.c)")
         print(HEADER, flush=True)
-        steps = Progress(names, args.runs, progress)
+        steps = Progress(names, args.runs, progress, lambda name: impls_of(name, args))
         with tempfile.TemporaryDirectory(prefix="fastserver-bench-") as tmpdir:
             for name in names:
                 if name == "shutdown":

@@ -27,6 +27,7 @@ Workloads:
   http            http.server.BaseHTTPRequestHandler, HTTP/1.1, a 13-byte
                   body, on a ThreadingHTTPServer built from the module
                   (Nagle off: see HelloHandler)
+  http-sync       the http handler on HTTPServer (no thread per request)
   http-as-is      the same handler without disable_nagle_algorithm, as
                   people write it: what each module's defaults give
                   (fastserver sets TCP_NODELAY on accepted connections)
@@ -147,6 +148,12 @@ def http_classes(module):
     return HTTPServer, ThreadingHTTPServer
 
 
+def http_sync(module):
+    """http.server's HTTPServer, no threads: the handler's own cost per
+    request, which the threading row adds a thread's start and end to."""
+    return http_classes(module)[0], HelloHandler
+
+
 class AsIsHelloHandler(HelloHandler):
     """HelloHandler with StreamRequestHandler's default, Nagle on."""
 
@@ -178,6 +185,7 @@ WORKLOADS = {
     "udp-dgram": udp_dgram,
     "tcp-persistent": tcp_persistent,
     "http": http_server,
+    "http-sync": http_sync,
     "http-as-is": http_as_is,
     "http-pool": http_pool,
 }
