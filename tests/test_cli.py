@@ -424,8 +424,9 @@ def test_plot_draws_a_report(tmp_path):
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity")
                     else True, reason="the bench needs two CPUs")
 def test_bench_quick_single_workload(tmp_path):
-    """One short UDP run per implementation (~5 s): the suite runs through
-    the CLI, with the progress lines on stderr and the table on stdout."""
+    """One short UDP run per implementation and the C reference (~7 s): the
+    suite runs through the CLI, with the progress lines on stderr and the
+    table on stdout."""
     report = tmp_path / "report.json"
     done = subprocess.run(
         [sys.executable, "-m", "fastserver", "bench", "--bench-dir", str(BENCH_DIR),
@@ -435,9 +436,10 @@ def test_bench_quick_single_workload(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = [line.split()[:2] for line in done.stdout.splitlines()
             if line.startswith("udp-base")]
-    assert rows == [["udp-base", "stdlib"], ["udp-base", "fastserver"]]
-    assert "0/2 udp-base: stdlib, run 1 of 1" in done.stderr
-    assert "] 2/2" in done.stderr
+    assert rows == [["udp-base", "stdlib"], ["udp-base", "fastserver"],
+                    ["udp-base", "c-reference"]]  # bench/refserver.c
+    assert "0/3 udp-base: stdlib, run 1 of 1" in done.stderr
+    assert "] 3/3" in done.stderr
     assert report.exists()
 
 
