@@ -23,6 +23,14 @@ from fastserver import _engine
 
 VARIANTS = ["stdlib", "c-epoll", "c-poll", "py"]
 
+#: The survival battery and the workers' tests watch other processes' fds,
+#: threads, children and RSS through /proc (and test_faults injects errors
+#: with an LD_PRELOAD shim): Linux's.  Where there is no /proc (macOS and
+#: the BSDs, which the wheels workflow tests), they are not collected.
+PROC_MODULES = ["test_faults.py", "test_hostile.py", "test_leaks.py", "test_workers.py"]
+if not os.path.isdir("/proc/self/task"):
+    collect_ignore = PROC_MODULES
+
 
 def _configure(variant, monkeypatch):
     if variant == "stdlib":

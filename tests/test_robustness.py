@@ -342,7 +342,8 @@ CHILD = (
 
         assert sys.stdin.readline().strip() == "EXHAUST"
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        nfds = len(os.listdir("/proc/self/fd"))
+        fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+        nfds = len(os.listdir(fd_dir))
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(nfds + 32, hard), hard))
         held = []
         while True:
