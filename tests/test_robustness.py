@@ -9,14 +9,13 @@ free again, and does not spin the CPU meanwhile.
 import queue
 import socket
 import struct
-import subprocess
 import sys
 import textwrap
-import threading
 
 import pytest
 
 from conftest import open_fds
+from hostile_util import ChildProcess
 from util import (
     HOST,
     TIMEOUT,
@@ -378,65 +377,12 @@ CLIENTS = 3
 _emfile_results = {}
 
 
-class Child:
-    def __init__(self, path, env):
-        self.proc = subprocess.Popen(
-            [sys.executable, path],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            text=True,
-        )
-        self.lines = queue.Queue()
-        self.stderr = []
-        pumps = ((self.proc.stdout, self.lines.put), (self.proc.stderr, self.stderr.append))
-        for stream, put in pumps:
-            threading.Thread(target=self._pump, args=(stream, put), daemon=True).start()
-
-    @staticmethod
-    def _pump(stream, put):
-        for line in stream:
-            put(line)
-
-    def expect(self, word, timeout=TIMEOUT * 2):
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(
-                "child said nothing, waiting for %s; stderr:\n%s" % (word, "".join(self.stderr))
-            ) from None
-        parts = line.split(None, 1)
-        assert parts and parts[0] == word, "expected %s, got %r; stderr:\n%s" % (
-            word, line, "".join(self.stderr))
-        return parts[1].strip() if len(parts) > 1 else ""
-
-    def send(self, word):
-        self.proc.stdin.write(word + "\n")
-        self.proc.stdin.flush()
-
-    def close(self):
-        if self.proc.poll() is None:
-            try:
-                self.proc.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(TIMEOUT)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
-
-
-def run_emfile_scenario(variant, tmp_path):
+def run_emfile_scenario(variant):
     """Start the child server, exhaust its fds, connect clients, measure its
     CPU time for ~1 s, free the fds, and collect the clients' replies."""
     if variant in _emfile_results:
         return _emfile_results[variant]
-    script = tmp_path / "emfile_child.py"
-    script.write_text(CHILD)
-    child = Child(str(script), variant_env(variant))
+    child = ChildProcess(CHILD, variant_env(variant))
     clients = []
     try:
         port = int(child.expect("PORT"))
@@ -476,8 +422,8 @@ def run_emfile_scenario(variant, tmp_path):
     return result
 
 
-def test_emfile_server_recovers(ss, variant, tmp_path):
-    result = run_emfile_scenario(variant, tmp_path)
+def test_emfile_server_recovers(ss, variant):
+    result = run_emfile_scenario(variant)
     expected = [b"echo:pending %d\n" % i for i in range(CLIENTS)] + [b"echo:after\n"]
     assert result["replies"] == expected
     assert result["returncode"] == 0, result["stderr"]
@@ -487,7 +433,7 @@ def test_emfile_server_recovers(ss, variant, tmp_path):
     assert "Traceback" not in result["stderr"], result["stderr"]
 
 
-def test_emfile_no_busy_loop(ss, variant, tmp_path, request):
+def test_emfile_no_busy_loop(ss, variant, request):
     if variant == "stdlib":
         request.applymarker(
             pytest.mark.xfail(
@@ -496,6 +442,6 @@ def test_emfile_no_busy_loop(ss, variant, tmp_path, request):
                 strict=False,
             )
         )
-    result = run_emfile_scenario(variant, tmp_path)
+    result = run_emfile_scenario(variant)
     assert result["cpu"] < 0.5, (
         "server process used %.2f s of CPU per second while out of fds" % result["cpu"])
