@@ -887,10 +887,7 @@ def test_shutdown_before_serve_forever(ss):
         loop = ThreadCall(server.serve_forever, poll_interval=0.05)
         assert loop.join(TIMEOUT) and stopper.join(TIMEOUT)
         # The request was consumed: the next loop serves normally.
-        loop = ThreadCall(server.serve_forever, poll_interval=0.05)
-        assert ask(server.server_address) == b"ping\n"
-        server.shutdown()
-        assert loop.join(TIMEOUT)
+        assert_one_loop_serves(server)
     finally:
         server.server_close()
 
@@ -901,18 +898,20 @@ def test_shutdown_after_serve_forever(ss):
     serve_forever() returns at once; the one after serves."""
     server = ss.TCPServer((HOST, 0), echo_handler(ss))
     try:
-        loop = ThreadCall(server.serve_forever, poll_interval=0.05)
-        assert ask(server.server_address) == b"ping\n"
-        server.shutdown()
-        assert loop.join(TIMEOUT)
+        assert_one_loop_serves(server)
         assert ThreadCall(server.shutdown).join(TIMEOUT), "shutdown() after the loop blocked"
         assert ThreadCall(server.serve_forever, poll_interval=0.05).join(TIMEOUT)
-        loop = ThreadCall(server.serve_forever, poll_interval=0.05)
-        assert ask(server.server_address) == b"ping\n"
-        server.shutdown()
-        assert loop.join(TIMEOUT)
+        assert_one_loop_serves(server)
     finally:
         server.server_close()
+
+
+def assert_one_loop_serves(server):
+    """A serve_forever() in a thread answers a ping and ends on shutdown()."""
+    loop = ThreadCall(server.serve_forever, poll_interval=0.05)
+    assert ask(server.server_address) == b"ping\n"
+    server.shutdown()
+    assert loop.join(TIMEOUT)
 
 
 @pytest.mark.parametrize("cls", ["TCPServer", "ThreadingTCPServer", "UDPServer"])
