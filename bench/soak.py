@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import socket
 import statistics
 import subprocess
@@ -43,14 +42,15 @@ import time
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 sys.path.insert(0, os.path.join(REPO, "tests"))
+sys.path.insert(0, BENCH)
+
+import run as bench_run  # noqa: E402  (bench/run.py: builds the load generator)
 
 import fastserver  # noqa: E402
 
 import hostile_util as hu  # noqa: E402
 from util import short_tmpdir  # noqa: E402
 
-LOADGEN_SOURCE = os.path.join(BENCH, "loadgen.c")
-LOADGEN = os.path.join(BENCH, ".build", "soak-loadgen")
 ROUND = 100_000
 WARMUP = 10_000
 LINE_SIZE = 64
@@ -60,19 +60,11 @@ IDLE_LATENCY_LIMIT = 0.1
 VARIANTS = {"c": "c-epoll", "py": "py"}
 
 
-def build_loadgen():
-    if os.path.exists(LOADGEN) and os.path.getmtime(LOADGEN) > os.path.getmtime(LOADGEN_SOURCE):
-        return LOADGEN
-    os.makedirs(os.path.dirname(LOADGEN), exist_ok=True)
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    subprocess.run([compiler, "-O2", "-std=c99", "-o", LOADGEN, LOADGEN_SOURCE], check=True)
-    return LOADGEN
-
-
 def drive(address, requests, concurrency=8):
     """``requests`` TCP connection-per-request echoes; loadgen's report."""
+    bench_run.build_loadgen()
     run = subprocess.run(
-        [build_loadgen(), "--mode", "tcp-conn", "--addr", "%s:%d" % tuple(address),
+        [bench_run.LOADGEN, "--mode", "tcp-conn", "--addr", "%s:%d" % tuple(address),
          "--ops", str(requests), "--warmup", "0", "--size", str(LINE_SIZE),
          "--concurrency", str(concurrency), "--deadline", "7200"],
         capture_output=True, text=True,
