@@ -1,0 +1,18 @@
+"""fastserver's public exceptions.
+
+They live in a public module so that a traceback names an importable
+class (``fastserver.errors.LineTooLong``) whichever core is in use; the
+package re-exports each of them (``fastserver.LineTooLong``).
+"""
+
+
+class LineTooLong(ValueError):
+    """``rfile.readline()`` (or iteration) found no newline within the
+    reader's ``max_line_length`` bytes.  Those bytes were consumed; they are
+    in ``data``, so nothing is lost (asyncio's StreamReader raises a
+    ValueError for the same reason)."""
+
+    def __init__(self, limit: int, data: bytes = b"") -> None:
+        super().__init__(f"line longer than {limit} bytes (max_line_length)")
+        self.limit = limit
+        self.data = data
