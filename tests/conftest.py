@@ -32,33 +32,38 @@ if not os.path.isdir("/proc/self/task"):
     collect_ignore = PROC_MODULES
 
 
-def _configure(variant, monkeypatch):
+def _configure(variant, monkeypatch, request):
     if variant == "stdlib":
         return socketserver
     if variant.startswith("c-"):
         if _engine.compiled_core is None:
             pytest.skip("compiled core not available")
-        monkeypatch.setattr(_engine, "core", _engine.compiled_core)
+        core = _engine.compiled_core
         if variant == "c-poll":
             monkeypatch.setenv("FASTSERVER_POLLER", "poll")
         else:
             monkeypatch.delenv("FASTSERVER_POLLER", raising=False)
     else:
-        monkeypatch.setattr(_engine, "core", _engine.python_core)
+        core = _engine.python_core
         monkeypatch.delenv("FASTSERVER_POLLER", raising=False)
+    # The engine's switch takes the whole core (loop, poller, waker and the
+    # handlers' steps); the test's end switches back.
+    previous = _engine.core
+    _engine.use_core(core)
+    request.addfinalizer(lambda: _engine.use_core(previous))
     return fastserver
 
 
 @pytest.fixture(params=VARIANTS)
 def ss(request, monkeypatch):
     """The socketserver-compatible module under test."""
-    return _configure(request.param, monkeypatch)
+    return _configure(request.param, monkeypatch, request)
 
 
 @pytest.fixture(params=VARIANTS[1:])
 def fs(request, monkeypatch):
     """fastserver only (for behaviour the stdlib does not have)."""
-    return _configure(request.param, monkeypatch)
+    return _configure(request.param, monkeypatch, request)
 
 
 @pytest.fixture

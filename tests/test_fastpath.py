@@ -12,7 +12,7 @@ from fastserver import _engine, _plan
 
 
 def plan(server):
-    return _plan.plan_for(server, _engine.core)
+    return _plan.plan_for(server)
 
 
 def observe(module, server_class, address, client_factory, payload=b"x"):
@@ -352,7 +352,7 @@ import socketserver, fastserver
 from fastserver import _engine
 module = socketserver if sys.argv[1] == "stdlib" else fastserver
 if sys.argv[1] == "py":
-    _engine.core = _engine.python_core
+    _engine.use_core(_engine.python_core)
 server = module.TCPServer(("127.0.0.1", 0), module.BaseRequestHandler)
 thread = threading.Thread(target=server.serve_forever, args=(0.05,))
 thread.start()

@@ -58,13 +58,13 @@ pytestmark = pytest.mark.filterwarnings(FORK_WARNING_FILTER)
 @pytest.fixture(params=["stdlib", "c-epoll", "py"])
 def ref(request, monkeypatch):
     """(module, variant): the stdlib or a fastserver core."""
-    return configure(request.param, monkeypatch), request.param
+    return configure(request.param, monkeypatch, request), request.param
 
 
 @pytest.fixture(params=["c-epoll", "py"])
 def core(request, monkeypatch):
     """(module, variant): fastserver on the compiled core or the twin."""
-    return configure(request.param, monkeypatch), request.param
+    return configure(request.param, monkeypatch, request), request.param
 
 
 @pytest.fixture

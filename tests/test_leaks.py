@@ -73,7 +73,7 @@ def drive(loadgen, transport, address, requests, concurrency=8):
 @pytest.fixture(params=["c-epoll", "py"])
 def core(request, monkeypatch):
     """(module, variant): fastserver on the compiled core or the twin."""
-    return configure(request.param, monkeypatch), request.param
+    return configure(request.param, monkeypatch, request), request.param
 
 
 @pytest.mark.parametrize("transport", ["tcp", "unix", "udp"])

@@ -17,7 +17,7 @@ import time
 import pytest
 
 import fastserver
-from fastserver import _core_py
+from fastserver import _streams
 
 import util
 from conftest import open_fds
@@ -39,7 +39,7 @@ def compiled_reader(sock, limit):
 
 
 def python_reader(sock, limit):
-    return _core_py.open_reader(sock, -1, limit)
+    return _streams.open_reader(sock, -1, limit)
 
 
 READERS = [

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastserver import _core_py, _engine
+from fastserver import _engine, _streams
 
 core = _engine.compiled_core
 pytestmark = pytest.mark.skipif(core is None, reason="compiled core not available")
@@ -268,7 +268,7 @@ def test_signal_handler_exception_interrupts_read():
             theirs.close()
 
 
-WRITERS = {"stdlib": _core_py.SocketWriter, "core": lambda sock: core.SocketWriter(sock)}
+WRITERS = {"stdlib": _streams.SocketWriter, "core": lambda sock: core.SocketWriter(sock)}
 
 
 @pytest.mark.parametrize("kind", sorted(WRITERS))

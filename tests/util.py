@@ -157,9 +157,9 @@ else:
     from fastserver import _engine
     if _variant.startswith("c-"):
         assert _engine.compiled_core is not None, "compiled core missing"
-        _engine.core = _engine.compiled_core
+        _engine.use_core(_engine.compiled_core)
     else:
-        _engine.core = _engine.python_core
+        _engine.use_core(_engine.python_core)
 '''
 
 

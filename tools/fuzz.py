@@ -9,7 +9,7 @@ readers over real socket pairs:
 
 - ``fastserver._core.SocketReader`` (the compiled rfile), the one under test;
 - ``sock.makefile('rb', bufsize)``, the stdlib's reader, the reference;
-- the twin's reader (``fastserver._core_py.open_reader``), the reference
+- the twin's reader (``fastserver._streams.open_reader``), the reference
   for the line limit (max_line_length), which the stdlib does not have.
 
 Every result is checked against a model of the stream (what
@@ -329,10 +329,10 @@ def call(reader, name, arg, kind):
 
 def readers():
     """name -> factory(sock, bufsize, max_line) of the readers here."""
-    from fastserver import _core_py, _engine
+    from fastserver import _engine, _streams
 
     made = {"stdlib": lambda sock, size, max_line: sock.makefile("rb", size),
-            "twin": lambda sock, size, max_line: _core_py.open_reader(sock, size, max_line)}
+            "twin": lambda sock, size, max_line: _streams.open_reader(sock, size, max_line)}
     if _engine.compiled_core is not None:
         core = _engine.compiled_core
         made["core"] = lambda sock, size, max_line: core.SocketReader(sock, size, max_line)
@@ -413,11 +413,11 @@ def run_writer_case(case):
     """The chunks written through the core's SocketWriter and the stdlib's
     _SocketWriter, as bytes, memoryviews and arrays: the same bytes arrive,
     the same count is returned; after the peer has gone, both raise."""
-    from fastserver import _core_py, _engine
+    from fastserver import _engine, _streams
 
     core = _engine.compiled_core
     outcomes = {}
-    for name, make in (("stdlib", _core_py.SocketWriter), ("core", core.SocketWriter)):
+    for name, make in (("stdlib", _streams.SocketWriter), ("core", core.SocketWriter)):
         ours, theirs = socket.socketpair()
         with ours, theirs:
             writer = make(ours)

@@ -7,12 +7,10 @@
 # order.  The Python layer (fastserver/_plan.py) decides once per loop which
 # steps are still the defaults and says so in a Plan; this file only obeys.
 
-# What taking a request tells the loop about the listener.  HANDLED,
-# BACK_OFF and LISTENER_CLOSED are shared with the twin; NOTHING_PENDING is
-# the core's own: a non-blocking receive found nothing, stop draining.
-HANDLED = 0
-BACK_OFF = 1
-LISTENER_CLOSED = 2
+# What taking a request tells the loop about the listener: HANDLED,
+# BACK_OFF and LISTENER_CLOSED come from fastserver/_contract.py (read at
+# import, in _core.pyx); NOTHING_PENDING is the core's own: a non-blocking
+# receive found nothing, stop draining.
 cdef enum:
     NOTHING_PENDING = 3
 
@@ -30,95 +28,89 @@ _ACCEPT_KINDS = {"call": ACCEPT_CALL, "stream": ACCEPT_STREAM, "datagram": ACCEP
 _SHUTDOWN_KINDS = {"call": SHUTDOWN_CALL, "stream": SHUTDOWN_STREAM, "nothing": SHUTDOWN_NOTHING}
 
 
-cdef class Plan:
-    """Which steps of the request chain the core may do itself.
+cdef class LoopPlan:
+    """A ``_contract.Plan`` in C fields, for the request chain's hot path.
 
-    Made by ``fastserver._plan.plan_for(server)`` when a loop starts.  Every
-    flag left at its default means "call the server's method", which is
-    always correct; the others are promises that the method is fastserver's
-    own default, so doing its work here cannot be told apart.
+    Read once from the plan when a loop starts; the fields mean what the
+    plan's fields of the same names mean (fastserver/_contract.py).
     """
+    cdef readonly object plan            # the _contract.Plan it was read from
+    # The plan's fields, under the same names (tests/test_contract.py
+    # checks that every field of the contract's Plan is here).
     cdef readonly object handle_one      # the user's _handle_request_noblock, or None
-    cdef readonly str accept             # "call", "stream" or "datagram"
-    cdef readonly bint verify_default    # verify_request is BaseServer's (always True)
-    cdef readonly bint process_default   # process_request is BaseServer's
-    cdef readonly bint finish_default    # finish_request is BaseServer's
-    cdef readonly str shutdown           # "call", "stream" or "nothing"
-    cdef readonly bint service_actions_default  # BaseServer's: does nothing
+    cdef readonly str accept, shutdown, overload
+    cdef readonly bint verify_default, process_default, finish_default
+    cdef readonly bint service_actions_default
     cdef readonly bint tcp_nodelay       # set TCP_NODELAY on connections accepted here
     cdef readonly object idle_timeout    # settimeout() of connections accepted here, or None
-    cdef readonly object connections     # the server's OpenConnections (stream servers), or None
     cdef readonly Py_ssize_t max_connections  # 0: no limit
-    cdef readonly bint refuse_overload   # at the limit: handle_overload(), not wait
-    cdef set open_set                    # connections.sockets
-    cdef Py_ssize_t prune_at             # connections.prune_at, cached
-    cdef readonly list leftover_datagrams  # read by a loop that ended early; served first
     cdef readonly object listener        # server.socket, for the C accept kinds
-    cdef readonly object socket_class    # type(server.socket), to wrap accepted fds
-    cdef readonly object family, type, proto
+    # Derived once, for the hot path.
+    cdef bint refuse_overload            # at the limit: handle_overload(), not wait
+    cdef bint wait_for_room              # at the limit: stop accepting
+    cdef object socket_class             # type(server.socket), to wrap accepted fds
+    cdef object family, type, proto
     cdef int family_c, type_c, proto_c
     cdef AcceptKind accept_kind
     cdef ShutdownKind shutdown_kind
 
-    def __init__(self, *, handle_one=None, accept="call", verify_default=False,
-                 process_default=False, finish_default=False, shutdown="call",
-                 service_actions_default=False, listener=None, tcp_nodelay=False,
-                 idle_timeout=None, connections=None, max_connections=None, overload="wait",
-                 leftover_datagrams=None):
-        self.handle_one = handle_one
-        self.leftover_datagrams = [] if leftover_datagrams is None else leftover_datagrams
-        self.tcp_nodelay = tcp_nodelay
-        self.idle_timeout = idle_timeout
-        self.connections = connections
-        self.open_set = None if connections is None else connections.sockets
-        self.prune_at = 0 if connections is None else connections.prune_at
-        if max_connections is not None and connections is None:
-            raise ValueError("max_connections needs the connections registry")
-        self.max_connections = max_connections or 0
-        if overload not in ("wait", "refuse"):
-            raise ValueError(f"overload must be 'wait' or 'refuse', not {overload!r}")
-        self.refuse_overload = overload == "refuse"
-        self.service_actions_default = service_actions_default
-        self.accept = accept
-        self.accept_kind = _ACCEPT_KINDS[accept]
-        self.verify_default = verify_default
-        self.process_default = process_default
-        self.finish_default = finish_default
-        self.shutdown = shutdown
-        self.shutdown_kind = _SHUTDOWN_KINDS[shutdown]
-        self.listener = listener
+    def __init__(self, plan):
+        self.plan = plan
+        self.handle_one = plan.handle_one
+        self.verify_default = plan.verify_default
+        self.process_default = plan.process_default
+        self.finish_default = plan.finish_default
+        self.service_actions_default = plan.service_actions_default
+        self.tcp_nodelay = plan.tcp_nodelay
+        self.idle_timeout = plan.idle_timeout
+        self.max_connections = plan.max_connections
+        self.overload = plan.overload
+        self.refuse_overload = plan.refuse_overload
+        self.wait_for_room = plan.wait_for_room
+        self.accept = plan.accept
+        self.accept_kind = _ACCEPT_KINDS[plan.accept]
+        self.shutdown = plan.shutdown
+        self.shutdown_kind = _SHUTDOWN_KINDS[plan.shutdown]
+        self.listener = listener = plan.listener
         if self.accept_kind != ACCEPT_CALL:
-            if listener is None:
-                raise ValueError(f"accept={accept!r} needs the listening socket")
             self.socket_class = type(listener)
             self.family = self.family_c = int(listener.family)
             self.type = self.type_c = int(listener.type)
             self.proto = self.proto_c = int(listener.proto)
 
     def __repr__(self):
-        return (f"Plan(handle_one={self.handle_one!r}, accept={self.accept!r}, "
-                f"verify_default={self.verify_default}, process_default={self.process_default}, "
-                f"finish_default={self.finish_default}, shutdown={self.shutdown!r}, "
-                f"service_actions_default={self.service_actions_default}, "
-                f"tcp_nodelay={self.tcp_nodelay}, idle_timeout={self.idle_timeout!r}, "
-                f"max_connections={self.max_connections or None}, "
-                f"overload={'refuse' if self.refuse_overload else 'wait'!r})")
+        return f"LoopPlan({self.plan!r})"
 
 
-cdef Plan _CALL_EVERY_HOOK = Plan()
+cdef LoopPlan _CALL_EVERY_HOOK = LoopPlan(_contract.CALL_EVERY_HOOK)
+
+
+cdef class LoopState:
+    """What one loop changes, read from the server's engine (its
+    ``_contract.LoopState``) when the loop starts."""
+    cdef object connections              # the server's OpenConnections
+    cdef set open_set                    # connections.sockets
+    cdef Py_ssize_t prune_at             # connections.prune_at, cached
+    cdef list leftover_datagrams         # read by a loop that ended early; served first
+
+    def __init__(self, state):
+        self.connections = state.connections
+        self.open_set = self.connections.sockets
+        self.prune_at = self.connections.prune_at
+        self.leftover_datagrams = state.leftover_datagrams
 
 
 cdef object _close_fd_of = _c_socket.socket.close  # what socket._real_close() calls
 
 
-cdef int _shutdown(server, Plan plan, request) except -1:
+cdef int _shutdown(server, LoopPlan plan, LoopState state, request) except -1:
     if plan.shutdown_kind == SHUTDOWN_STREAM:
         try:
             request.shutdown(_SHUT_WR)
         except OSError:
             pass  # some platforms may raise ENOTCONN here
-        if plan.open_set is not None:
-            plan.open_set.discard(request)  # TCPServer.close_request's bookkeeping
+        if state is not None:
+            state.open_set.discard(request)  # TCPServer.close_request's bookkeeping
         if type(request) is _plain_socket:
             # socket.socket.close(), without its two Python frames: the fd
             # closes now unless a makefile() object still holds it.
@@ -132,11 +124,11 @@ cdef int _shutdown(server, Plan plan, request) except -1:
     return 0
 
 
-cdef int dispatch(server, Plan plan, request, client_address) except -1:
+cdef int dispatch(server, LoopPlan plan, LoopState state, request, client_address) except -1:
     """verify_request → process_request (→ finish_request → handler →
     shutdown_request), handle_error on Exception: as the stdlib does."""
     if not plan.verify_default and not server.verify_request(request, client_address):
-        _shutdown(server, plan, request)
+        _shutdown(server, plan, state, request)
         return 0
     try:
         if plan.process_default:
@@ -144,24 +136,25 @@ cdef int dispatch(server, Plan plan, request, client_address) except -1:
                 server.RequestHandlerClass(request, client_address, server)
             else:
                 server.finish_request(request, client_address)
-            _shutdown(server, plan, request)
+            _shutdown(server, plan, state, request)
         else:
             server.process_request(request, client_address)
     except Exception:
         server.handle_error(request, client_address)
-        _shutdown(server, plan, request)
+        _shutdown(server, plan, state, request)
     except BaseException:
-        _shutdown(server, plan, request)
+        _shutdown(server, plan, state, request)
         raise
     return 0
 
 
-cdef int take_and_dispatch(server, Plan plan, int listen_fd, DatagramBatch datagrams) except -1:
+cdef int take_and_dispatch(server, LoopPlan plan, LoopState state, int listen_fd,
+                           DatagramBatch datagrams) except -1:
     """Take one request the way the plan says and run its chain."""
     cdef int status = HANDLED
     cdef tuple taken = None
     if plan.accept_kind == ACCEPT_STREAM:
-        taken = accept_stream(listen_fd, plan, &status)
+        taken = accept_stream(listen_fd, plan, state, &status)
     elif plan.accept_kind == ACCEPT_DATAGRAM:
         if datagrams.empty():
             if datagrams.drained:
@@ -173,23 +166,23 @@ cdef int take_and_dispatch(server, Plan plan, int listen_fd, DatagramBatch datag
         try:
             request, client_address = server.get_request()
         except OSError as exc:
-            return _status_of_errno(exc.errno or 0)
-        if plan.max_connections and _refused(server, plan, request, client_address):
+            return status_of_errno(exc.errno or 0)
+        if plan.refuse_overload and _refused(server, plan, state, request, client_address):
             return HANDLED
-        dispatch(server, plan, request, client_address)
+        dispatch(server, plan, state, request, client_address)
         return HANDLED
     if taken is not None:
-        if not (plan.max_connections and _refused(server, plan, taken[0], taken[1])):
-            dispatch(server, plan, taken[0], taken[1])
+        if not (plan.refuse_overload and _refused(server, plan, state, taken[0], taken[1])):
+            dispatch(server, plan, state, taken[0], taken[1])
     return status
 
 
-cdef bint _refused(server, Plan plan, request, client_address) except -1:
+cdef bint _refused(server, LoopPlan plan, LoopState state, request, client_address) except -1:
     """max_connections reached with overload="refuse": the connection just
     taken goes to handle_overload() instead of the request chain."""
-    if not plan.refuse_overload or len(plan.open_set) <= plan.max_connections:
+    if len(state.open_set) <= plan.max_connections:
         return False
-    plan.connections.discard(request)
+    state.connections.discard(request)
     server.handle_overload(request, client_address)
     return True
 
@@ -201,5 +194,5 @@ cpdef int handle_request_noblock(server) except -1:
     (the stdlib ignores every OSError there, and so do we, but a loop that
     retried at once would spin).
     """
-    cdef int status = take_and_dispatch(server, _CALL_EVERY_HOOK, -1, None)
+    cdef int status = take_and_dispatch(server, _CALL_EVERY_HOOK, None, -1, None)
     return HANDLED if status == NOTHING_PENDING else status

@@ -1,26 +1,14 @@
 # The serve loop and handle_request()'s wait.
 
-cdef int _serve_leftover_datagrams(server, Plan plan) except -1:
+cdef int _serve_leftover_datagrams(server, LoopPlan plan, LoopState state) except -1:
     """Datagrams an earlier loop received but did not serve (it ended on
     an exception): served first, in order, each taken off the list first."""
-    cdef list leftovers = plan.leftover_datagrams
+    cdef list leftovers = state.leftover_datagrams
     while leftovers and not _shutdown_requested(server):
         request, client_address = leftovers.pop(0)
-        dispatch(server, plan, request, client_address)
+        dispatch(server, plan, state, request, client_address)
         _service_actions(server, plan)
     return 0
-
-
-cdef bint _full(Plan plan) except -1:
-    """At max_connections?  Says so to the closers first, then looks again,
-    so a connection closed in between is never missed."""
-    if len(plan.open_set) < plan.max_connections:
-        return False
-    plan.connections.waiting_for_room = True
-    if len(plan.open_set) < plan.max_connections:
-        plan.connections.waiting_for_room = False
-        return False
-    return True
 
 
 cdef int _check_errno(int result) except -1:
@@ -76,66 +64,144 @@ cdef inline bint _shutdown_requested(server) except -1:
     return server._BaseServer__shutdown_request
 
 
-cdef inline int _service_actions(server, Plan plan) except -1:
+cdef inline int _service_actions(server, LoopPlan plan) except -1:
     if not plan.service_actions_default:
         server.service_actions()
     return 0
 
 
-cdef class _Backoff:
-    """Pauses accepting after EMFILE/ENFILE/ENOBUFS/ENOMEM: the listener
-    stays readable, so retrying at once would spin."""
-    cdef double delay, resume_at
+cdef class AcceptGate:
+    """Whether the loop polls the listener, and why not when it does not.
 
-    cdef void failed(self) noexcept:
-        self.delay = min(BACKOFF_MAX_C, max(BACKOFF_MIN_C, self.delay * 2))
-        self.resume_at = fs_monotonic() + self.delay
+    Open while accepting.  It closes for three reasons: *backing off* after
+    EMFILE/ENFILE/ENOBUFS/ENOMEM (the listener stays readable, so retrying
+    at once would spin), *waiting for room* at max_connections with
+    overload "wait" (new clients wait in the kernel's backlog; the next
+    close wakes the loop), and *listener gone* (closed under the loop: only
+    shutdown() is left to wait for).  The twin's AcceptGate has the same
+    methods (fastserver/_core_py.py).
+    """
+    cdef Poller poller
+    cdef int listen_fd
+    cdef object connections           # OpenConnections, when waiting for room is possible
+    cdef set open_set                 # connections.sockets
+    cdef Py_ssize_t max_connections
+    cdef bint listening, waiting_for_room, listener_gone
+    cdef double backoff, resume_at    # the current pause after EMFILE & co
 
-    cdef void succeeded(self) noexcept:
-        self.delay = 0.0
+    def __init__(self, Poller poller, int listen_fd, LoopPlan plan, LoopState state):
+        self.poller = poller
+        self.listen_fd = listen_fd
+        if plan.wait_for_room:
+            self.connections = state.connections
+            self.open_set = state.open_set
+        self.max_connections = plan.max_connections
+        self.listening = True
+        poller.register(listen_fd)
+
+    cdef double wait_timeout(self, double interval) noexcept:
+        """The poll timeout (negative: none): ``interval``, shortened to the
+        end of a pause."""
+        cdef double pause_left
+        if self.listening or self.listener_gone or self.waiting_for_room:
+            return interval
+        pause_left = max(0.0, self.resume_at - fs_monotonic())
+        return pause_left if interval < 0 or pause_left < interval else interval
+
+    cdef bint reopen_if_due(self) except -1:
+        """After a wake-up: open again when there is room or the pause is
+        over.  True when it did (the clients are waiting: try at once)."""
+        if self.listening or self.listener_gone:
+            return False
+        if self.waiting_for_room:
+            if len(self.open_set) >= self.max_connections:
+                return False
+            self.connections.waiting_for_room = False
+            self.waiting_for_room = False
+        elif fs_monotonic() < self.resume_at:
+            return False
+        self.poller.register(self.listen_fd)
+        self.listening = True
+        return True
+
+    cdef bint full(self) except -1:
+        """At max_connections with overload "wait"?  Then close, waiting for
+        room.  Says so to the closers first, then looks again, so a
+        connection closed in between is never missed."""
+        if self.open_set is None or len(self.open_set) < self.max_connections:
+            return False
+        self.connections.waiting_for_room = True
+        if len(self.open_set) < self.max_connections:
+            self.connections.waiting_for_room = False
+            return False
+        self.waiting_for_room = True
+        self._close()
+        return True
+
+    cdef bint taken(self, int status) except -1:
+        """After taking a request: False when ``status`` closed the gate."""
+        if status == HANDLED:
+            self.backoff = 0.0
+            return True
+        if status == BACK_OFF:
+            self.backoff = min(BACKOFF_MAX_C, max(BACKOFF_MIN_C, self.backoff * 2))
+            self.resume_at = fs_monotonic() + self.backoff
+        else:  # closed: wait for the waker alone until shutdown()
+            self.listener_gone = True
+        self._close()
+        return False
+
+    cdef int release(self) except -1:
+        """The loop ends: nobody waits for room any more."""
+        if self.waiting_for_room:
+            self.connections.waiting_for_room = False
+        return 0
+
+    cdef int _close(self) except -1:
+        self.poller.unregister(self.listen_fd)
+        self.listening = False
+        return 0
 
 
-def serve_forever(server, poll_interval, Waker waker not None, Plan plan not None):
+def serve_forever(server, poll_interval, plan not None, state not None):
     """Serve until ``server.shutdown()``: the loop of ``BaseServer.serve_forever``.
 
-    Each wake-up drains up to DRAIN_BATCH ready requests before waiting
-    again.  ``service_actions()`` runs after every request and after every
-    wake-up without one, as in the stdlib (where each select() returns once
-    per request).
+    ``plan`` is the loop's ``_contract.Plan``, ``state`` the server's
+    engine (its waker, open connections and leftover datagrams).  Each
+    wake-up drains up to DRAIN_BATCH ready requests before waiting again.
+    ``service_actions()`` runs after every request and after every wake-up
+    without one, as in the stdlib (where each select() returns once per
+    request).
     """
+    cdef LoopPlan steps = LoopPlan(plan)
+    cdef LoopState loop_state = LoopState(state)
+    cdef Waker waker = state.waker
     cdef int listen_fd = server.fileno()
     cdef int wake_fd = waker.read_fd
     cdef double interval = -1.0 if poll_interval is None else max(0.0, poll_interval)
-    cdef double timeout
-    cdef bint listening = True, listener_ready, listener_gone = False
-    cdef bint waiting_for_room = False  # at max_connections, overload="wait"
+    cdef bint listener_ready
     cdef int ready[MAX_EVENTS]
     cdef int n, i, handled, status
-    cdef _Backoff backoff = _Backoff()
     cdef Poller poller = Poller()
+    cdef AcceptGate gate = None
     cdef DatagramBatch datagrams = None
     cdef bint restore_blocking = False
-    if plan.accept_kind == ACCEPT_STREAM:
+    if steps.accept_kind == ACCEPT_STREAM:
         # accept(2) here drains until EAGAIN, with no poll() probe per
         # request, and never blocks when another process sharing the
         # listener (a prefork worker, a forked child) took the connection.
         # Python's view (gettimeout() None) is untouched: only the fd flag.
         restore_blocking = _check_errno(fs_make_nonblocking(listen_fd)) == 1
-    elif plan.accept_kind == ACCEPT_DATAGRAM:
+    elif steps.accept_kind == ACCEPT_DATAGRAM:
         datagrams = DatagramBatch(server.max_packet_size)
     try:
-        poller.register(listen_fd)
         poller.register(wake_fd)
+        gate = AcceptGate(poller, listen_fd, steps, loop_state)
         waker._drain()  # a shutdown() of an earlier loop may have left a wake-up
-        _serve_leftover_datagrams(server, plan)
+        _serve_leftover_datagrams(server, steps, loop_state)
         while not _shutdown_requested(server):
             PyErr_CheckSignals()  # handlers pending since the last wait run first
-            timeout = interval
-            if not listening and not listener_gone and not waiting_for_room:
-                timeout = max(0.0, backoff.resume_at - fs_monotonic())
-                if 0 <= interval < timeout:
-                    timeout = interval
-            n = poller.wait_fds(timeout, ready, MAX_EVENTS)
+            n = poller.wait_fds(gate.wait_timeout(interval), ready, MAX_EVENTS)
             # A signal delivered to another thread does not interrupt this
             # wait; its Python handler runs now, at the latest after
             # poll_interval, as between the stdlib loop's bytecodes.
@@ -147,35 +213,21 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
                 if ready[i] == wake_fd:
                     waker._drain()
                 elif ready[i] == listen_fd:
-                    listener_ready = listening
-            if waiting_for_room:
-                if len(plan.open_set) < plan.max_connections:
-                    plan.connections.waiting_for_room = False
-                    waiting_for_room = False
-                    poller.register(listen_fd)
-                    listening = True
-                    listener_ready = True  # the clients are waiting in the backlog
-            elif not listening and not listener_gone and fs_monotonic() >= backoff.resume_at:
-                poller.register(listen_fd)
-                listening = True
-                listener_ready = True  # try at once: the clients are waiting
+                    listener_ready = gate.listening
+            if gate.reopen_if_due():
+                listener_ready = True
             if not listener_ready:
-                _service_actions(server, plan)  # a timeout or a wake-up
+                _service_actions(server, steps)  # a timeout or a wake-up
                 continue
             handled = 0
             if datagrams is not None:
                 datagrams.drained = False  # woken up: something may be waiting
             while True:
-                if plan.max_connections and not plan.refuse_overload and _full(plan):
-                    # New connections wait in the kernel's backlog; the next
-                    # close wakes the loop (OpenConnections.discard).
-                    poller.unregister(listen_fd)
-                    listening = False
-                    waiting_for_room = True
+                if steps.wait_for_room and gate.full():
                     if not handled:
-                        _service_actions(server, plan)
+                        _service_actions(server, steps)
                     break
-                if plan.accept_kind == ACCEPT_STREAM and fs_make_nonblocking(listen_fd) == 1:
+                if steps.accept_kind == ACCEPT_STREAM and fs_make_nonblocking(listen_fd) == 1:
                     # Another process serving the same listener (forked after
                     # bind) ended its loop and restored blocking mode on the
                     # shared file description, maybe while our last handler
@@ -183,40 +235,33 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
                     # block where shutdown() can't reach.  (One F_GETFL; the
                     # window left is the few instructions up to accept4().)
                     restore_blocking = True
-                if plan.handle_one is not None:
-                    plan.handle_one()
+                if steps.handle_one is not None:
+                    steps.handle_one()
                     status = HANDLED
                 else:
-                    status = take_and_dispatch(server, plan, listen_fd, datagrams)
+                    status = take_and_dispatch(server, steps, loop_state, listen_fd, datagrams)
                 if status == NOTHING_PENDING and handled:
                     break  # our own probe found nothing: not a request
                 handled += 1
                 # After every request, as the stdlib's loop does after every
                 # select(): ForkingMixIn's max_children relies on it.
-                _service_actions(server, plan)
+                _service_actions(server, steps)
                 if status == NOTHING_PENDING:
                     break
-                if status != HANDLED:
-                    poller.unregister(listen_fd)
-                    listening = False
-                    if status == BACK_OFF:
-                        backoff.failed()
-                    else:  # closed: wait for the waker alone until shutdown()
-                        listener_gone = True
+                if not gate.taken(status):
                     break
-                backoff.succeeded()
                 if handled >= _DRAIN_BATCH or _shutdown_requested(server):
                     break
                 # The core's own accept and receive do not wait, so the next
                 # try tells; get_request() may block: ask first.
-                if plan.accept_kind == ACCEPT_CALL and not _readable_now(listen_fd):
+                if steps.accept_kind == ACCEPT_CALL and not _readable_now(listen_fd):
                     break
     finally:
-        if waiting_for_room:
-            plan.connections.waiting_for_room = False
+        if gate is not None:
+            gate.release()
         poller.close()
         if datagrams is not None:
-            plan.leftover_datagrams.extend(datagrams.leftovers(plan))
+            loop_state.leftover_datagrams.extend(datagrams.leftovers(steps))
         # The listener may have been closed (and its number reused) meanwhile.
-        if restore_blocking and plan.listener.fileno() == listen_fd:
+        if restore_blocking and steps.listener.fileno() == listen_fd:
             fs_make_blocking(listen_fd)

@@ -96,7 +96,7 @@ cdef bint _check_socket_layout():
 cdef bint _SOCKET_LAYOUT_OK = _check_socket_layout()
 
 
-cdef object new_socket(Plan plan, int fd):
+cdef object new_socket(LoopPlan plan, int fd):
     """``plan.socket_class(family, type, proto, fileno=fd)``, minus the
     Python __init__ frame and its getsockname(): the same object, fields,
     slots and audit event.  On an exception the caller still owns ``fd``."""
@@ -112,7 +112,7 @@ cdef object new_socket(Plan plan, int fd):
     return sock
 
 
-cdef tuple accept_stream(int listen_fd, Plan plan, int *status):
+cdef tuple accept_stream(int listen_fd, LoopPlan plan, LoopState state, int *status):
     """Accept one connection as ``server.socket.accept()`` would.
 
     Returns ``(request, client_address)`` with ``status`` HANDLED, or None
@@ -134,7 +134,7 @@ cdef tuple accept_stream(int listen_fd, Plan plan, int *status):
         if err == EINTR:
             PyErr_CheckSignals()
             continue
-        status[0] = _status_of_errno(err)
+        status[0] = status_of_errno(err)
         return None
     if plan.tcp_nodelay:
         fs_set_tcp_nodelay(fd)
@@ -146,10 +146,9 @@ cdef tuple accept_stream(int listen_fd, Plan plan, int *status):
     # What TCPServer.get_request does after accept(), in its order.
     if plan.idle_timeout is not None:
         request.settimeout(plan.idle_timeout)
-    if plan.open_set is not None:
-        plan.open_set.add(request)
-        if len(plan.open_set) >= plan.prune_at:
-            plan.prune_at = plan.connections.prune()
+    state.open_set.add(request)  # TCPServer.get_request's bookkeeping
+    if len(state.open_set) >= state.prune_at:
+        state.prune_at = state.connections.prune()
     status[0] = HANDLED
     return (request, make_sockaddr(<sockaddr *>&storage, addrlen))
 
@@ -202,9 +201,9 @@ cdef class DatagramBatch:
             if err == EINTR:
                 PyErr_CheckSignals()
                 continue
-            return _status_of_errno(err)
+            return status_of_errno(err)
 
-    cdef tuple take(self, Plan plan):
+    cdef tuple take(self, LoopPlan plan):
         """The next datagram: ``((data, server.socket), client_address)``."""
         cdef int i = self.next
         address = make_sockaddr(<sockaddr *>&self.batch.addrs[i], self.batch.addrlens[i])
@@ -213,14 +212,18 @@ cdef class DatagramBatch:
         self.next = i + 1
         return ((data, plan.listener), address)
 
-    cdef list leftovers(self, Plan plan):
+    cdef list leftovers(self, LoopPlan plan):
         cdef list taken = []
         while not self.empty():
             taken.append(self.take(plan))
         return taken
 
 
-cdef int _status_of_errno(int err) noexcept:
+cpdef int status_of_errno(int err) noexcept:
+    """What a failed accept or receive says of the listener: as
+    ``_contract.status_of_errno`` (tests/test_contract.py compares the two),
+    except that what the stdlib's loop would ignore is NOTHING_PENDING here,
+    since the core's own accept and receive never wait."""
     if err == EMFILE or err == ENFILE or err == ENOBUFS or err == ENOMEM:
         return BACK_OFF
     if err == EBADF or err == ENOTSOCK:

@@ -10,6 +10,7 @@ import os as _os
 import socket as _socket
 
 from ._engine import CORE_IMPLEMENTATION
+from ._version import __version__ as __version__
 from .handlers import (
     BaseRequestHandler,
     DatagramRequestHandler,
@@ -18,8 +19,6 @@ from .handlers import (
 )
 from .mixins import ThreadingMixIn
 from .servers import BaseServer, TCPServer, UDPServer
-
-__version__ = "0.1.0"
 
 # The stdlib's __all__, in the stdlib's order and under the same conditions.
 __all__ = [

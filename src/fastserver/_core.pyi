@@ -1,33 +1,24 @@
 # The compiled core's interface (src/_core.pyx and src/core/*.pxi).
 #
-# fastserver/_core_py.py, the pure-Python twin, has the same interface (its
-# annotations are the reference); fastserver/_engine.py's Core protocol is
-# what both must provide, and mypy checks this module against it.
+# fastserver/_core_py.py, the pure-Python twin, has the same interface;
+# fastserver/_contract.py writes down what both share (the Plan, the
+# LoopState, the Server they call, the Core protocol) and this stub takes
+# those types from there.  It imports leaves only, as the core does.
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Final, NoReturn
+from typing import Any, Final, NoReturn
 
 from _typeshed import ReadableBuffer, WriteableBuffer
 from typing_extensions import Self
 
-from ._typing import Datagram, RequestType, RetAddress
-from .connections import OpenConnections
-from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
-from .servers import BaseServer
+from . import _contract
+from ._contract import Plan, Server
+from ._typing import RequestType, RetAddress
 
-#: Requests handled per readiness before the loop waits again.
+#: Requests handled per readiness before the loop waits again
+#: (_contract.DRAIN_BATCH).
 DRAIN_BATCH: Final[int]
-#: get_request() errors that mean "out of a resource": the loop pauses
-#: accepting for BACKOFF_MIN doubling to BACKOFF_MAX seconds.
-RESOURCE_ERRNOS: Final[frozenset[int]]
-BACKOFF_MIN: Final[float]
-BACKOFF_MAX: Final[float]
-
-# What handle_request_noblock() tells the loop about the listener.
-HANDLED: Final = 0
-BACK_OFF: Final = 1
-LISTENER_CLOSED: Final = 2
 
 #: True when accepted sockets are built without socket.socket.__init__.
 FAST_SOCKET_CONSTRUCTION: Final[bool]
@@ -61,13 +52,20 @@ class Poller:
 
 # -- core/dispatch.pxi -------------------------------------------------------
 
-class Plan:
-    """Which steps of the request chain the core may do itself."""
+class LoopPlan:
+    """A _contract.Plan in C fields, for the request chain's hot path."""
 
+    def __init__(self, plan: Plan) -> None: ...
+    @property
+    def plan(self) -> Plan: ...
     @property
     def handle_one(self) -> Callable[[], object] | None: ...
     @property
     def accept(self) -> str: ...
+    @property
+    def shutdown(self) -> str: ...
+    @property
+    def overload(self) -> str: ...
     @property
     def verify_default(self) -> bool: ...
     @property
@@ -75,53 +73,26 @@ class Plan:
     @property
     def finish_default(self) -> bool: ...
     @property
-    def shutdown(self) -> str: ...
-    @property
     def service_actions_default(self) -> bool: ...
     @property
     def tcp_nodelay(self) -> bool: ...
     @property
     def idle_timeout(self) -> float | None: ...
     @property
-    def connections(self) -> OpenConnections | None: ...
-    @property
     def max_connections(self) -> int: ...
     @property
-    def refuse_overload(self) -> bool: ...
-    @property
-    def leftover_datagrams(self) -> list[Datagram]: ...
-    @property
     def listener(self) -> socket.socket | None: ...
-    @property
-    def socket_class(self) -> type[socket.socket] | None: ...
-    @property
-    def family(self) -> int | None: ...
-    @property
-    def type(self) -> int | None: ...
-    @property
-    def proto(self) -> int | None: ...
-    def __init__(
-        self,
-        *,
-        handle_one: Callable[[], object] | None = None,
-        accept: str = "call",
-        verify_default: bool = False,
-        process_default: bool = False,
-        finish_default: bool = False,
-        shutdown: str = "call",
-        service_actions_default: bool = False,
-        listener: socket.socket | None = None,
-        tcp_nodelay: bool = False,
-        idle_timeout: float | None = None,
-        connections: OpenConnections | None = None,
-        max_connections: int | None = None,
-        overload: str = "wait",
-        leftover_datagrams: list[Datagram] | None = None,
-    ) -> None: ...
 
-def handle_request_noblock(server: BaseServer) -> int: ...
+class LoopState:
+    """What one loop changes, read from the server's engine."""
+
+    def __init__(self, state: Any) -> None: ...
+
+def handle_request_noblock(server: Server) -> int: ...
 
 # -- core/sockaddr.pxi -------------------------------------------------------
+
+def status_of_errno(err: int) -> int: ...
 
 class DatagramBatch:
     """Datagrams received together (recvmmsg(2) on Linux); used by the loop."""
@@ -131,8 +102,11 @@ class DatagramBatch:
 # -- core/loop.pxi -----------------------------------------------------------
 
 def wait_readable(fd: int, timeout: float | None) -> bool: ...
+class AcceptGate:
+    """Whether the loop polls the listener (its methods are C-only)."""
+
 def serve_forever(
-    server: BaseServer, poll_interval: float | None, waker: Waker, plan: Plan
+    server: Server, poll_interval: float | None, plan: Plan, state: _contract.LoopState
 ) -> None: ...
 
 # -- core/stream.pxi ---------------------------------------------------------
@@ -201,11 +175,13 @@ class SocketWriter:
     ) -> None: ...
 
 # -- core/handlers.pxi: the handlers' own steps, compiled --------------------
+# ``self`` is the handler (fastserver.handlers' classes, which sit above the
+# core and are not imported here).
 
 def request_handler_init(
-    self: BaseRequestHandler, request: RequestType, client_address: RetAddress, server: BaseServer
+    self: Any, request: RequestType, client_address: RetAddress, server: Any
 ) -> None: ...
-def stream_handler_setup(self: StreamRequestHandler) -> None: ...
-def stream_handler_finish(self: StreamRequestHandler) -> None: ...
-def datagram_handler_setup(self: DatagramRequestHandler) -> None: ...
-def datagram_handler_finish(self: DatagramRequestHandler) -> None: ...
+def stream_handler_setup(self: Any) -> None: ...
+def stream_handler_finish(self: Any) -> None: ...
+def datagram_handler_setup(self: Any) -> None: ...
+def datagram_handler_finish(self: Any) -> None: ...

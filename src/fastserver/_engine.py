@@ -1,104 +1,37 @@
-"""Choose the core (compiled or pure-Python twin) and glue servers to it.
+"""The engine room: which core serves, and each server's state in it.
 
-Both cores expose the same interface:
+One switch selects a core as a whole (its loop, poller, waker, and, through
+``on_core_switch``, the request handlers' steps and file objects): the
+compiled ``_core`` where it was built, else the pure-Python twin
+``_core_py``; ``FASTSERVER_NO_EXTENSIONS=1`` selects the twin without even
+importing the compiled core.  ``use_core()`` switches at run time (the test
+suite runs every behaviour on both).
 
-``Waker()``
-    a wake-up fd (eventfd or self-pipe): ``fileno()``, ``wake()``,
-    ``drain()``, ``close()``.  ``wake()`` after ``close()`` does nothing.
-``Poller(backend=None)``
-    readiness for a few fds: ``register(fd)``, ``unregister(fd)``,
-    ``wait(timeout) -> list of ready fds``, ``close()``, ``backend``.
-    ``backend=None`` means ``$FASTSERVER_POLLER`` or the platform's best.
-``Plan(*, handle_one=None, accept="call", verify_default=False,
-process_default=False, finish_default=False, shutdown="call",
-service_actions_default=False, listener=None)``
-    which steps of the request chain the core may do itself; made by
-    ``fastserver._plan.plan_for`` (the fast-path rule lives there).
-``serve_forever(server, poll_interval, waker, plan)``
-    the serve loop.
-``handle_request_noblock(server) -> int``
-    the stdlib's ``_handle_request_noblock`` chain; returns HANDLED, or
-    BACK_OFF when ``get_request`` failed because the process or system ran
-    out of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM: the listener stays
-    readable, so the loop pauses accepting instead of spinning), or
-    LISTENER_CLOSED when the listening socket was closed under the loop.
-``wait_readable(fd, timeout) -> bool``
-    wait until one fd is readable; EINTR retried with the timeout adjusted.
-
-The environment picks the default core: ``FASTSERVER_NO_EXTENSIONS=1``
-selects the twin; otherwise the compiled core is used when it was built.
+Each server gets a ``ServerEngine`` in each process: its waker (so that
+``shutdown()`` can always reach the loop), its open connections and the
+datagrams a loop left over.  It is the ``LoopState`` of ``_contract`` that
+the core's ``serve_forever`` works on, with the ``Plan`` that ``_plan``
+decides when the loop starts.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _core_py as python_core
+from ._contract import Core
 from ._plan import plan_for
 from .connections import OpenConnections
 
 if TYPE_CHECKING:
-    import socket
-
     from ._typing import Datagram
-    from .servers import BaseServer
 
 
-# ---------------------------------------------------------------------------
-# The interface both cores implement, for the type checker (the module
-# docstring above says the same in words).  Each core is a module; mypy
-# checks that both modules match these protocols.
-# ---------------------------------------------------------------------------
-class Waker(Protocol):
-    def fileno(self) -> int: ...
-    def wake(self) -> None: ...
-    def drain(self) -> None: ...
-    def close(self) -> None: ...
-
-
-class Poller(Protocol):
-    @property
-    def backend(self) -> str: ...
-    def register(self, fd: int) -> None: ...
-    def unregister(self, fd: int) -> None: ...
-    def wait(self, timeout: float | None) -> list[int]: ...
-    def close(self) -> None: ...
-
-
-class Core(Protocol):
-    def Waker(self) -> Waker: ...
-    def Poller(self, backend: str | None = None) -> Poller: ...
-    def Plan(
-        self,
-        *,
-        handle_one: Callable[[], object] | None = None,
-        accept: str = "call",
-        verify_default: bool = False,
-        process_default: bool = False,
-        finish_default: bool = False,
-        shutdown: str = "call",
-        service_actions_default: bool = False,
-        listener: socket.socket | None = None,
-        tcp_nodelay: bool = False,
-        idle_timeout: float | None = None,
-        connections: OpenConnections | None = None,
-        max_connections: int | None = None,
-        overload: str = "wait",
-        leftover_datagrams: list[Datagram] | None = None,
-    ) -> object: ...
-    # ``waker`` and ``plan`` are the same core's own Waker and Plan (each
-    # core's serve_forever takes only its own), which no protocol can say.
-    def serve_forever(
-        self, server: BaseServer, poll_interval: float | None, waker: Any, plan: Any
-    ) -> None: ...
-    def handle_request_noblock(self, server: BaseServer) -> int: ...
-    def wait_readable(self, fd: int, timeout: float | None) -> bool: ...
-    def choose_backend(self, backend: str | None = None) -> str: ...
-
-
-def _import_compiled_core() -> Core | None:
+def _import_compiled_core() -> ModuleType | None:
     """The compiled core, or None where it was not built or was switched off
     (``FASTSERVER_NO_EXTENSIONS=1`` does not even import it)."""
     if os.environ.get("FASTSERVER_NO_EXTENSIONS"):
@@ -111,17 +44,36 @@ def _import_compiled_core() -> Core | None:
 
 
 #: The compiled core, or None (see _import_compiled_core).
-compiled_core = _import_compiled_core()
+compiled_core: ModuleType | None = _import_compiled_core()
 
-#: The core new loops use.
-core: Core = python_core if compiled_core is None else compiled_core
+#: The core new loops use (change it with use_core()).
+core: Core = cast(Core, python_core if compiled_core is None else compiled_core)
 
 #: "c" when the compiled core serves by default, "python" for the twin.
-CORE_IMPLEMENTATION = "python" if core is python_core else "c"
+CORE_IMPLEMENTATION = "python" if compiled_core is None else "c"
+
+_core_switch_callbacks: list[Callable[[Any], None]] = []
+
+
+def on_core_switch(callback: Callable[[Any], None]) -> None:
+    """Call ``callback(core)`` now and whenever use_core() switches: the
+    modules above the engine (the handlers' steps) follow the switch."""
+    _core_switch_callbacks.append(callback)
+    callback(core)
+
+
+def use_core(new_core: ModuleType | Core) -> None:
+    """Serve new loops, and new handlers, on ``new_core`` (``compiled_core``
+    or ``python_core``).  Loops already running finish on the old one."""
+    global core
+    core = cast(Core, new_core)
+    for callback in _core_switch_callbacks:
+        callback(new_core)
 
 
 class ServerEngine:
-    """The per-server state the core needs beyond the stdlib's attributes.
+    """The per-server, per-process state the core needs beyond the stdlib's
+    attributes (``_contract.LoopState``).
 
     The waker lives as long as the server so that ``shutdown()`` can always
     reach the loop.  A forked child gets a fresh one: the parent's eventfd is
@@ -130,7 +82,7 @@ class ServerEngine:
     """
 
     __slots__ = ("core", "pid", "waker", "connections", "leftover_datagrams",
-                 "loops_running", "close_pending")
+                 "loops_running", "close_pending", "_lock")
 
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -142,18 +94,35 @@ class ServerEngine:
         self.leftover_datagrams: list[Datagram] = []
         self.loops_running = 0
         self.close_pending = False
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         # A running loop may still poll the waker's fd; closing it there
         # could let the number be reused by an unrelated fd.  The last loop
         # to leave closes it instead.
-        if self.loops_running:
-            self.close_pending = True
-        else:
-            self.waker.close()
+        with self._lock:
+            if self.loops_running:
+                self.close_pending = True
+            else:
+                self.waker.close()
+
+    @contextlib.contextmanager
+    def loop_running(self) -> Iterator[ServerEngine]:
+        """Count a loop that polls the waker, so close() leaves its fd open
+        until the last such loop has left."""
+        with self._lock:
+            self.loops_running += 1
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self.loops_running -= 1
+                if self.close_pending and not self.loops_running:
+                    self.close_pending = False
+                    self.waker.close()
 
 
-def engine_for(server: BaseServer) -> ServerEngine:
+def engine_for(server: Any) -> ServerEngine:
     """The server's engine, made on first use (and anew in a forked child)."""
     engine: ServerEngine | None = server.__dict__.get("_fastserver_engine")
     if engine is None or engine.pid != os.getpid() or engine.core is not core:
@@ -163,50 +132,52 @@ def engine_for(server: BaseServer) -> ServerEngine:
     return engine
 
 
-def connections_of(server: BaseServer) -> OpenConnections:
+def _engine_in_this_process(server: Any) -> ServerEngine | None:
+    """The server's engine if this process has made one, without making it."""
+    engine: ServerEngine | None = server.__dict__.get("_fastserver_engine")
+    if engine is not None and engine.pid == os.getpid():
+        return engine
+    return None
+
+
+def connections_of(server: Any) -> OpenConnections:
     """The server's OpenConnections in this process."""
     return engine_for(server).connections
 
 
-def connection_closed(server: BaseServer, request: object) -> None:
+def connection_closed(server: Any, request: object) -> None:
     """``request`` no longer counts as open.  Never makes an engine (and its
     waker fds) for that: a server without one in this process counted
     nothing, and a request refused after server_close() must not leak one."""
-    engine: ServerEngine | None = server.__dict__.get("_fastserver_engine")
-    if engine is not None and engine.pid == os.getpid():
+    engine = _engine_in_this_process(server)
+    if engine is not None:
         engine.connections.discard(request)
 
 
 @contextlib.contextmanager
-def loop_running(server: BaseServer) -> Iterator[ServerEngine]:
+def loop_running(server: Any) -> Iterator[ServerEngine]:
     """The server's engine, for a loop that polls its waker: server_close()
     in another thread must not close the waker's fd under that loop (the
     number could be reused); the last loop to leave closes it instead."""
-    engine = engine_for(server)
-    engine.loops_running += 1
-    try:
+    with engine_for(server).loop_running() as engine:
         yield engine
-    finally:
-        engine.loops_running -= 1
-        if engine.close_pending and not engine.loops_running:
-            engine.close_pending = False
-            engine.waker.close()
 
 
-def serve_forever(server: BaseServer, poll_interval: float | None) -> None:
+def serve_forever(server: Any, poll_interval: float | None) -> None:
+    """Run the core's loop for ``server`` until shutdown()."""
     with loop_running(server) as engine:
-        plan = plan_for(server, engine.core, engine.connections, engine.leftover_datagrams)
-        engine.core.serve_forever(server, poll_interval, engine.waker, plan)
+        engine.core.serve_forever(server, poll_interval, plan_for(server), engine)
 
 
-def wake(server: BaseServer) -> None:
+def wake(server: Any) -> None:
     """Interrupt a running ``serve_forever`` of this server, if any."""
-    engine: ServerEngine | None = server.__dict__.get("_fastserver_engine")
-    if engine is not None and engine.pid == os.getpid():
+    engine = _engine_in_this_process(server)
+    if engine is not None:
         engine.waker.wake()
 
 
-def close(server: BaseServer) -> None:
-    engine: ServerEngine | None = server.__dict__.get("_fastserver_engine")
-    if engine is not None and engine.pid == os.getpid():
+def close(server: Any) -> None:
+    """The server is closed: retire its waker once no loop polls it."""
+    engine = _engine_in_this_process(server)
+    if engine is not None:
         engine.close()

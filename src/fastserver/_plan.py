@@ -1,5 +1,5 @@
 """Decide, once per loop, which steps of the request chain the core may do
-itself (DESIGN.md, "the fast-path rule").
+itself: the fast-path rule (ARCHITECTURE.md).
 
 A step may skip its Python method call only when that method is still
 fastserver's own default, on the class and on the instance, and the objects
@@ -7,40 +7,29 @@ it touches are exactly the types fastserver made: a hook the user overrides
 is always called, and a user who swaps ``server.socket`` for, say, an
 ``ssl.SSLSocket`` gets the Python path.  Doing a default step in the core
 cannot be told apart from calling it.
+
+The defaults are recognised by the marks ``servers.py`` puts on them
+(``_contract.default_hook``), so this module never imports the servers.
 """
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import tls
-
-if TYPE_CHECKING:
-    from ._engine import Core
-    from ._typing import Datagram
-    from .connections import OpenConnections
-    from .servers import BaseServer, TCPServer
+from . import _sockets, tls
+from ._contract import AcceptKind, Plan, ShutdownKind, check_overload, default_kind
 
 
-def is_default(server: object, name: str, default: object) -> bool:
-    """True when ``server.<name>`` is ``default``, on the class and the instance."""
-    if name in getattr(server, "__dict__", ()):
-        return False
-    return getattr(type(server), name, None) is default
-
-
-def _plain_listener(server: BaseServer, socket_type: int) -> socket.socket | None:
+def _plain_listener(server: Any, socket_type: int) -> socket.socket | None:
     """The listening socket when C may use its fd directly: a plain
     ``socket.socket`` of the expected type, with no timeout, and the fd the
     loop polls."""
-    from .servers import TCPServer
-
     listener: socket.socket | None = getattr(server, "socket", None)
-    if type(listener) is not socket.socket or not is_default(server, "fileno", TCPServer.fileno):
+    if type(listener) is not socket.socket or default_kind(server, "fileno") != "base":
         return None
     if listener.type != socket_type or listener.fileno() < 0:
         return None
-    if listener.family not in (socket.AF_INET, socket.AF_INET6, getattr(socket, "AF_UNIX", None)):
+    if not _sockets.is_ip_family(listener.family) and listener.family != _sockets.AF_UNIX:
         return None
     # Blocking with no timeout, or non-blocking (a listener shared between
     # processes): either way the core's accept(2) takes what is there.
@@ -49,52 +38,47 @@ def _plain_listener(server: BaseServer, socket_type: int) -> socket.socket | Non
     return listener
 
 
-def _is_stream_server(server: BaseServer, TCPServer: type[TCPServer]) -> bool:
+def _is_stream_server(server: Any) -> bool:
+    """A stream server of fastserver's (TCPServer and its subclasses, which
+    define ``max_connections``): the kind whose connections the registry
+    counts, since TCPServer.get_request adds them."""
     return (
-        isinstance(server, TCPServer)
-        and getattr(server, "socket_type", None) == socket.SOCK_STREAM
+        getattr(server, "socket_type", None) == socket.SOCK_STREAM
+        and hasattr(server, "max_connections")
     )
 
 
-def plan_for(
-    server: BaseServer,
-    core: Core,
-    connections: OpenConnections | None = None,
-    leftover_datagrams: list[Datagram] | None = None,
-) -> object:
-    """The core's Plan for ``server``'s next serve_forever() loop.
+def plan_for(server: Any) -> Plan:
+    """The Plan for ``server``'s next serve_forever() loop."""
+    if default_kind(server, "_handle_request_noblock") is None:
+        return Plan(handle_one=server._handle_request_noblock)
 
-    ``connections`` is the server's OpenConnections registry; stream
-    servers use it for max_connections (and the core's own accept and
-    close keep it, as TCPServer.get_request and close_request do).
-    """
-    from .servers import BaseServer, TCPServer, UDPServer
-
-    if not is_default(server, "_handle_request_noblock", BaseServer._handle_request_noblock):
-        return core.Plan(handle_one=server._handle_request_noblock)
-
-    accept, listener = "call", None
-    if is_default(server, "get_request", TCPServer.get_request):
+    accept: AcceptKind = "call"
+    listener = None
+    get_request = default_kind(server, "get_request")
+    if get_request == "stream":
         listener = _plain_listener(server, socket.SOCK_STREAM)
-        accept = "stream" if listener is not None else "call"
-    elif is_default(server, "get_request", UDPServer.get_request):
+    elif get_request == "datagram":
         listener = _plain_listener(server, socket.SOCK_DGRAM)
-        accept = "datagram" if listener is not None else "call"
-    # fastserver.tls: with ssl_context set, get_request() wraps each
-    # connection and finish_request() runs its handshake: both stay calls.
-    tls_enabled = tls.enabled(server)
+    if listener is not None:
+        accept = "stream" if get_request == "stream" else "datagram"
+    # With ssl_context set, get_request() wraps each connection and
+    # finish_request() runs its handshake: both stay calls.
+    tls_enabled = tls.wanted(
+        getattr(server, "ssl_context", None),
+        getattr(server, "socket_type", socket.SOCK_STREAM),
+        type(server).__name__,
+    )
     if tls_enabled:
         accept, listener = "call", None
 
-    shutdown = "call"
-    if is_default(server, "shutdown_request", TCPServer.shutdown_request) and is_default(
-        server, "close_request", TCPServer.close_request
-    ):
-        shutdown = "stream"
-    elif is_default(server, "shutdown_request", UDPServer.shutdown_request) and is_default(
-        server, "close_request", UDPServer.close_request
-    ):
-        shutdown = "nothing"
+    shutdown: ShutdownKind = "call"
+    shutdown_request = default_kind(server, "shutdown_request")
+    if shutdown_request == default_kind(server, "close_request"):
+        if shutdown_request == "stream":
+            shutdown = "stream"
+        elif shutdown_request == "datagram":
+            shutdown = "nothing"
 
     # TCPServer.get_request sets TCP_NODELAY on TCP connections; when the
     # core accepts instead, it does that too.
@@ -102,28 +86,27 @@ def plan_for(
         accept == "stream"
         and listener is not None  # always, with accept "stream"
         and bool(getattr(server, "tcp_nodelay", False))
-        and listener.family in (socket.AF_INET, getattr(socket, "AF_INET6", None))
+        and _sockets.is_ip_family(listener.family)
     )
 
     limits: dict[str, Any] = {}
-    if connections is not None and _is_stream_server(server, TCPServer):
+    if _is_stream_server(server):
         limits = {
-            "connections": connections,
-            "max_connections": getattr(server, "max_connections", None),
-            "overload": getattr(server, "overload", "wait"),
+            "max_connections": getattr(server, "max_connections", None) or 0,
+            "overload": check_overload(
+                getattr(server, "overload", "wait"), f"{type(server).__name__}.overload"
+            ),
             "idle_timeout": getattr(server, "idle_timeout", None),
         }
 
-    return core.Plan(
+    return Plan(
         **limits,
-        leftover_datagrams=leftover_datagrams,
         tcp_nodelay=tcp_nodelay,
         accept=accept,
         listener=listener,
-        verify_default=is_default(server, "verify_request", BaseServer.verify_request),
-        process_default=is_default(server, "process_request", BaseServer.process_request),
-        finish_default=not tls_enabled
-        and is_default(server, "finish_request", BaseServer.finish_request),
+        verify_default=default_kind(server, "verify_request") is not None,
+        process_default=default_kind(server, "process_request") is not None,
+        finish_default=not tls_enabled and default_kind(server, "finish_request") is not None,
         shutdown=shutdown,
-        service_actions_default=is_default(server, "service_actions", BaseServer.service_actions),
+        service_actions_default=default_kind(server, "service_actions") is not None,
     )

@@ -27,7 +27,8 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any, NoReturn, TextIO
 
-from . import __version__, _engine
+from . import _engine
+from ._version import __version__
 from .handlers import DatagramRequestHandler, StreamRequestHandler
 from .pool import ThreadPoolMixIn as ConcurrencyMixIn
 from .servers import TCPServer, UDPServer

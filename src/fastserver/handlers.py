@@ -7,9 +7,9 @@ from io import BufferedIOBase, BytesIO
 from typing import TYPE_CHECKING, Any
 
 from . import _engine
-from ._core_py import LineTooLong as LineTooLong  # re-exported: fastserver.LineTooLong
-from ._core_py import SocketWriter as _SocketWriter  # the stdlib's name for it
-from ._core_py import open_reader as _open_reader
+from ._streams import SocketWriter as _SocketWriter  # the stdlib's name for it
+from ._streams import open_reader as _open_reader
+from .errors import LineTooLong as LineTooLong  # re-exported: fastserver.LineTooLong
 
 if TYPE_CHECKING:
     import socketserver
@@ -139,28 +139,29 @@ class DatagramRequestHandler(BaseRequestHandler):
         self.socket.sendto(self.wfile.getvalue(), self.client_address)
 
 
-def _use_compiled_steps() -> None:
-    """Swap in the compiled core's copies of the handlers' own steps.
+# The handlers' own steps, as each core has them.  The methods above are
+# the specification and what the pure-Python core runs; the compiled core
+# carries line-for-line copies (src/core/handlers.pxi) without the
+# interpreter's frame per call, whose StreamRequestHandler.setup gives a
+# plain socket the core's C rfile/wfile.  The engine's core switch swaps
+# them as a whole; a subclass or an instance that overrides one still wins.
+_STEPS = (
+    (BaseRequestHandler, "__init__", "request_handler_init"),
+    (StreamRequestHandler, "setup", "stream_handler_setup"),
+    (StreamRequestHandler, "finish", "stream_handler_finish"),
+    (DatagramRequestHandler, "setup", "datagram_handler_setup"),
+    (DatagramRequestHandler, "finish", "datagram_handler_finish"),
+)
+_PYTHON_STEPS = {(cls, name): cls.__dict__[name] for cls, name, _ in _STEPS}
 
-    They are line-for-line the methods above (which stay the specification
-    and what runs without the compiled core), minus the interpreter's frame
-    per call, except that StreamRequestHandler.setup gives a plain socket
-    the core's rfile/wfile; a subclass or an instance that overrides one
-    still wins.
-    """
-    from . import _core
 
+def _use_steps_of(core: object) -> None:
+    """Give the handler classes ``core``'s copies of their steps (the Python
+    methods above for a core that has none)."""
     # Replacing methods of a class after its definition: setattr(), since
     # type checkers (rightly) refuse plain assignments to methods.
-    for cls, name, compiled_step in (
-        (BaseRequestHandler, "__init__", _core.request_handler_init),
-        (StreamRequestHandler, "setup", _core.stream_handler_setup),
-        (StreamRequestHandler, "finish", _core.stream_handler_finish),
-        (DatagramRequestHandler, "setup", _core.datagram_handler_setup),
-        (DatagramRequestHandler, "finish", _core.datagram_handler_finish),
-    ):
-        setattr(cls, name, compiled_step)
+    for cls, name, step in _STEPS:
+        setattr(cls, name, getattr(core, step, _PYTHON_STEPS[cls, name]))
 
 
-if _engine.compiled_core is not None:
-    _use_compiled_steps()
+_engine.on_core_switch(_use_steps_of)

@@ -1,5 +1,5 @@
 """Serve on a socket made elsewhere: inherited fds and systemd socket
-activation (issue 4, item 6).
+activation.
 
 A supervisor (systemd, a shell script, a parent process) binds the port and
 hands the socket to the server process.  The port then outlives any one
@@ -9,40 +9,23 @@ listening socket's backlog instead of being refused.
 - :func:`listen_fds` / :func:`listen_fds_with_names` take the sockets
   systemd passed (``LISTEN_FDS``, ``LISTEN_PID``, ``LISTEN_FDNAMES``; fds
   from 3 on), as ``sd_listen_fds(3)`` does.
-- ``Server.from_socket(sock, RequestHandlerClass, ...)`` and
+- :func:`check_adoptable`, :func:`is_bound` and :func:`is_listening` are
+  the checks ``Server.from_socket(sock, RequestHandlerClass, ...)`` and
   ``Server.from_fd(fd, RequestHandlerClass, ...)`` (classmethods of
-  TCPServer and every class derived from it; implemented here) build a
-  server around such a socket.
+  TCPServer and every class derived from it, in ``servers.py``) make
+  before they build a server around such a socket.
 """
 from __future__ import annotations
 
 import os
 import socket
-from typing import TYPE_CHECKING, Any, TypeVar
 
-if TYPE_CHECKING:
-    import socketserver
-    from collections.abc import Callable
-
-    from ._typing import RetAddress
-    from .servers import TCPServer
-
-    _Server = TypeVar("_Server", bound=TCPServer)
-    # A RequestHandlerClass for servers of type _Server (fastserver's
-    # handlers or the stdlib's: see servers.py).
-    _HandlerClass = Callable[[Any, RetAddress, _Server], socketserver.BaseRequestHandler]
+from ._sockets import is_ip_family
 
 #: The first fd systemd passes (SD_LISTEN_FDS_START).
 SD_LISTEN_FDS_START = 3
 
 _SYSTEMD_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
-_IP_FAMILIES = frozenset(
-    family for family in (socket.AF_INET, getattr(socket, "AF_INET6", None)) if family is not None
-)
-# The instance attribute that marks a server's socket as adopted: its
-# server_bind() must not bind it again, nor its server_activate() shrink the
-# backlog of a socket that listens already.
-_ADOPTED = "_fastserver_adopted_socket"
 
 
 # ---------------------------------------------------------------------------
@@ -122,88 +105,27 @@ def _socket_of_passed_fd(fd: int) -> socket.socket:
 
 
 # ---------------------------------------------------------------------------
-# Servers around a given socket
+# Checks for a socket a server is to adopt (TCPServer.from_socket)
 # ---------------------------------------------------------------------------
 
 
-def server_from_socket(
-    cls: type[_Server],
-    sock: socket.socket,
-    RequestHandlerClass: _HandlerClass[_Server],
-    *args: Any,
-    **kwargs: Any,
-) -> _Server:
-    """A ``cls`` server that serves on ``sock``, a socket bound elsewhere.
-
-    ``sock`` may be listening already (its backlog is kept) or only bound
-    (it is made to listen, for a stream server).  The server owns it from
-    then on: ``server_close()`` closes it.
-
-    The server is built as the stdlib's constructor builds it, with
-    ``bind_and_activate=False`` and any further arguments passed on, so
-    subclasses with the stdlib's constructor signature (HTTPServer,
-    SimpleXMLRPCServer...) work; then its ``server_bind()`` and
-    ``server_activate()`` run, so a subclass's additions to them (such as
-    HTTPServer's ``server_name``) happen as usual, while TCPServer's own
-    steps leave the adopted socket's binding and backlog alone.
-
-    Raises ValueError, leaving ``sock`` untouched, when it is closed, not
-    bound, or not of the class's type (SOCK_STREAM or SOCK_DGRAM) and family
-    (an IP server takes IPv4 or IPv6: the server takes the socket's family).
-    """
-    check_adoptable(cls, sock)
-    # A subclass's constructor takes the stdlib's arguments, maybe more.
-    make_server: Callable[..., _Server] = cls
-    server = make_server(
-        sock.getsockname(), RequestHandlerClass, *args, bind_and_activate=False, **kwargs
-    )
-    fresh_socket, server.socket = server.socket, sock
-    fresh_socket.close()
-    server.address_family = sock.family
-    setattr(server, _ADOPTED, sock)
-    # Like every socket a server makes itself (PEP 446): not passed on to
-    # programs the server runs.
-    sock.set_inheritable(False)
-    try:
-        server.server_bind()
-        server.server_activate()
-    except BaseException:
-        server.server_close()  # as the stdlib's constructor does on failure
-        raise
-    return server
-
-
-def server_from_fd(
-    cls: type[_Server],
-    fd: int,
-    RequestHandlerClass: _HandlerClass[_Server],
-    *args: Any,
-    **kwargs: Any,
-) -> _Server:
-    """:func:`server_from_socket` on the socket whose file descriptor is
-    ``fd``; the server owns the fd from then on.  When the fd is not
-    suitable the error is raised and the fd stays open, the caller's."""
-    sock = socket.socket(fileno=fd)
-    try:
-        check_adoptable(cls, sock)
-    except BaseException:
-        sock.detach()  # give the fd back instead of closing it
-        raise
-    return server_from_socket(cls, sock, RequestHandlerClass, *args, **kwargs)
-
-
-def check_adoptable(cls: type[TCPServer], sock: socket.socket) -> None:
-    """Raise ValueError unless ``cls`` can serve on ``sock``."""
+def check_adoptable(
+    sock: socket.socket, socket_type: int, address_family: int, server_name: str
+) -> None:
+    """Raise ValueError unless a server of ``socket_type`` and
+    ``address_family`` (the class ``server_name``) can serve on ``sock``:
+    open, bound, of that type, and of that family (an IP server takes IPv4
+    or IPv6)."""
     if sock.fileno() < 0:
         raise ValueError("the socket is closed")
-    if sock.type != cls.socket_type:
+    if sock.type != socket_type:
         raise ValueError(
-            f"{cls.__name__} serves {_name_of(cls.socket_type)} sockets, "
+            f"{server_name} serves {_name_of(socket_type)} sockets, "
             f"not {_name_of(sock.type)}"
         )
-    if not _same_family(sock.family, cls.address_family):
+    if not _same_family(sock.family, address_family):
         raise ValueError(
-            f"{cls.__name__} serves {_name_of(cls.address_family)} sockets, "
+            f"{server_name} serves {_name_of(address_family)} sockets, "
             f"not {_name_of(sock.family)}"
         )
     if not is_bound(sock):
@@ -211,7 +133,7 @@ def check_adoptable(cls: type[TCPServer], sock: socket.socket) -> None:
 
 
 def _same_family(given: int, expected: int) -> bool:
-    return given == expected or (given in _IP_FAMILIES and expected in _IP_FAMILIES)
+    return given == expected or (is_ip_family(given) and is_ip_family(expected))
 
 
 def _name_of(constant: int) -> str:
@@ -223,7 +145,7 @@ def is_bound(sock: socket.socket) -> bool:
     """True when ``sock`` has a local address (an IP port, a Unix path or
     abstract name)."""
     address = sock.getsockname()
-    if sock.family in _IP_FAMILIES:
+    if is_ip_family(sock.family):
         port: int = address[1]
         return port != 0
     return bool(address)
@@ -239,10 +161,3 @@ def is_listening(sock: socket.socket) -> bool:
         return bool(sock.getsockopt(socket.SOL_SOCKET, option))
     except OSError:
         return False
-
-
-def is_adopted(server: TCPServer) -> bool:
-    """True while ``server.socket`` is the socket from_socket()/from_fd()
-    gave it (a socket swapped in later is bound and activated as usual)."""
-    adopted: socket.socket | None = server.__dict__.get(_ADOPTED)
-    return adopted is not None and adopted is server.socket

@@ -7,6 +7,7 @@ hand it over, and the core calls back through the hooks below.
 """
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -16,6 +17,8 @@ from time import monotonic as time
 from typing import TYPE_CHECKING, Any
 
 from . import _engine, inherit, tls
+from ._contract import default_hook
+from ._sockets import is_ip_family, set_tcp_nodelay
 from .mixins import ThreadingMixIn
 
 if hasattr(os, "fork"):
@@ -29,18 +32,6 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._typing import Address, InetAddress, RequestType, RetAddress, UnixAddress
-
-
-_TCP_FAMILIES = (socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET))
-
-
-def set_tcp_nodelay(sock: socket.socket) -> None:
-    """Turn Nagle's algorithm off on a TCP connection; a socket that is not
-    TCP after all (a swapped-in listener) is left as it is."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        pass
 
 
 if TYPE_CHECKING:
@@ -176,6 +167,7 @@ class BaseServer(_StdlibBaseServer):
             return 0
         return connections.cut()
 
+    @default_hook()
     def service_actions(self) -> None:
         """Called by the serve_forever() loop.
 
@@ -208,6 +200,7 @@ class BaseServer(_StdlibBaseServer):
                 if timeout < 0:
                     return self.handle_timeout()
 
+    @default_hook()
     def _handle_request_noblock(self) -> None:
         """Handle one request, without blocking.
 
@@ -224,6 +217,7 @@ class BaseServer(_StdlibBaseServer):
         """
         pass
 
+    @default_hook()
     def verify_request(self, request: RequestType, client_address: RetAddress) -> bool:
         """Verify the request.  May be overridden.
 
@@ -231,6 +225,7 @@ class BaseServer(_StdlibBaseServer):
         """
         return True
 
+    @default_hook()
     def process_request(self, request: RequestType, client_address: RetAddress) -> None:
         """Call finish_request.
 
@@ -246,13 +241,20 @@ class BaseServer(_StdlibBaseServer):
         """
         _engine.close(self)
 
+    @default_hook()
     def finish_request(self: Self, request: RequestType, client_address: RetAddress) -> None:
         """Finish one request by instantiating RequestHandlerClass."""
-        # fastserver.tls: a TLS connection completes its handshake here, where
-        # the request is served (its thread, worker or child), not in the loop;
-        # on failure handle_tls_error() has been told and the handler never runs.
-        if not tls.complete_handshake(self, request, client_address):
-            return
+        # fastserver: a TLS connection completes its handshake here, where
+        # the request is served (its thread, worker or child), not in the
+        # loop (fastserver/tls.py says why).  On failure the handler never
+        # runs; the caller's shutdown_request() closes the connection.
+        if type(request) is not socket.socket:
+            failure = tls.complete_handshake(request, self.ssl_handshake_timeout)
+            if failure is not None:
+                if TYPE_CHECKING:  # only a TLS connection has a handshake to fail
+                    assert isinstance(request, socket.socket)
+                self.handle_tls_error(request, client_address, failure)
+                return
         self.RequestHandlerClass(request, client_address, self)
 
     def shutdown_request(self, request: RequestType) -> None:
@@ -343,9 +345,8 @@ class TCPServer(BaseServer):
     # handle_tls_error().  Read when a loop starts.
     ssl_context: ssl.SSLContext | None = None
 
-    # fastserver.inherit: a server on a socket bound elsewhere (a supervisor,
-    # systemd socket activation): cls.from_socket(sock, RequestHandlerClass,
-    # *args, **kwargs) and cls.from_fd(fd, ...).
+    # fastserver: a server on a socket bound elsewhere (a supervisor,
+    # systemd socket activation; see fastserver/inherit.py).
     @classmethod
     def from_socket(
         cls,
@@ -354,9 +355,46 @@ class TCPServer(BaseServer):
         *args: Any,
         **kwargs: Any,
     ) -> Self:
-        """A server of this class on ``sock``, a socket bound elsewhere (see
-        fastserver.inherit.server_from_socket)."""
-        return inherit.server_from_socket(cls, sock, RequestHandlerClass, *args, **kwargs)
+        """A server of this class that serves on ``sock``, a socket bound
+        elsewhere.
+
+        ``sock`` may be listening already (its backlog is kept) or only bound
+        (it is made to listen, for a stream server).  The server owns it from
+        then on: ``server_close()`` closes it.
+
+        The server is built as the stdlib's constructor builds it, with
+        ``bind_and_activate=False`` and any further arguments passed on, so
+        subclasses with the stdlib's constructor signature (HTTPServer,
+        SimpleXMLRPCServer...) work; then its ``server_bind()`` and
+        ``server_activate()`` run, so a subclass's additions to them (such as
+        HTTPServer's ``server_name``) happen as usual, while TCPServer's own
+        steps leave the adopted socket's binding and backlog alone.
+
+        Raises ValueError, leaving ``sock`` untouched, when it is closed, not
+        bound, or not of the class's type (SOCK_STREAM or SOCK_DGRAM) and
+        family (an IP server takes IPv4 or IPv6: the server takes the
+        socket's family).
+        """
+        inherit.check_adoptable(sock, cls.socket_type, cls.address_family, cls.__name__)
+        # A subclass's constructor takes the stdlib's arguments, maybe more.
+        make_server: Callable[..., Self] = cls
+        server = make_server(
+            sock.getsockname(), RequestHandlerClass, *args, bind_and_activate=False, **kwargs
+        )
+        fresh_socket, server.socket = server.socket, sock
+        fresh_socket.close()
+        server.address_family = sock.family
+        server._fastserver_adopted_socket = sock
+        # Like every socket a server makes itself (PEP 446): not passed on to
+        # programs the server runs.
+        sock.set_inheritable(False)
+        try:
+            server.server_bind()
+            server.server_activate()
+        except BaseException:
+            server.server_close()  # as the stdlib's constructor does on failure
+            raise
+        return server
 
     @classmethod
     def from_fd(
@@ -366,9 +404,27 @@ class TCPServer(BaseServer):
         *args: Any,
         **kwargs: Any,
     ) -> Self:
-        """A server of this class on the socket whose file descriptor is
-        ``fd`` (see fastserver.inherit.server_from_fd)."""
-        return inherit.server_from_fd(cls, fd, RequestHandlerClass, *args, **kwargs)
+        """:meth:`from_socket` on the socket whose file descriptor is ``fd``;
+        the server owns the fd from then on.  When the fd is not suitable
+        the error is raised and the fd stays open, the caller's."""
+        sock = socket.socket(fileno=fd)
+        try:
+            inherit.check_adoptable(sock, cls.socket_type, cls.address_family, cls.__name__)
+        except BaseException:
+            sock.detach()  # give the fd back instead of closing it
+            raise
+        return cls.from_socket(sock, RequestHandlerClass, *args, **kwargs)
+
+    # The socket from_socket()/from_fd() gave the server: its server_bind()
+    # must not bind it again, nor its server_activate() shrink the backlog
+    # of a socket that listens already.
+    _fastserver_adopted_socket: socket.socket | None = None
+
+    def _socket_is_adopted(self) -> bool:
+        """True while ``self.socket`` is the socket from_socket() gave (a
+        socket swapped in later is bound and activated as usual)."""
+        adopted = self._fastserver_adopted_socket
+        return adopted is not None and adopted is self.socket
 
     server_address: InetAddress
 
@@ -394,7 +450,7 @@ class TCPServer(BaseServer):
 
         May be overridden.
         """
-        if inherit.is_adopted(self):  # fastserver: from_socket(), bound already
+        if self._socket_is_adopted():  # fastserver: from_socket(), bound already
             self.server_address = self.socket.getsockname()
             return
         if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
@@ -410,7 +466,7 @@ class TCPServer(BaseServer):
         May be overridden.
         """
         # fastserver: a socket from from_socket() that listens keeps its backlog.
-        if inherit.is_adopted(self) and inherit.is_listening(self.socket):
+        if self._socket_is_adopted() and inherit.is_listening(self.socket):
             return
         self.socket.listen(self.request_queue_size)
 
@@ -422,6 +478,7 @@ class TCPServer(BaseServer):
         self.socket.close()
         _engine.close(self)
 
+    @default_hook()
     def fileno(self) -> int:
         """Return socket file number.
 
@@ -429,22 +486,32 @@ class TCPServer(BaseServer):
         """
         return self.socket.fileno()
 
+    @default_hook("stream")
     def get_request(self) -> tuple[RequestType, RetAddress]:
         """Get the request and client address from the socket.
 
         May be overridden.
         """
         request, client_address = self.socket.accept()
-        if self.tcp_nodelay and self.address_family in _TCP_FAMILIES:
+        if self.tcp_nodelay and is_ip_family(self.address_family):
             set_tcp_nodelay(request)
         if self.idle_timeout is not None:
             request.settimeout(self.idle_timeout)
         if self.ssl_context is not None:
-            # fastserver.tls: wrapped now, handshake later in finish_request().
-            request = tls.wrap_accepted(self, request, client_address)
+            # fastserver: wrapped now, handshake later in finish_request().
+            try:
+                request = tls.wrap_accepted(self.ssl_context, request)
+            except OSError as exc:
+                self.handle_tls_error(request, client_address, exc)
+                # What a failed accept() raises: the loop ignores it, as
+                # the stdlib's does.
+                raise ConnectionAbortedError(
+                    errno.ECONNABORTED, f"TLS wrapping failed: {exc}"
+                ) from exc
         _engine.connections_of(self).add(request)
         return request, client_address
 
+    @default_hook("stream")
     def shutdown_request(self, request: RequestType) -> None:
         """Called to shutdown and close an individual request."""
         if TYPE_CHECKING:  # a stream server's requests are its connections
@@ -457,6 +524,7 @@ class TCPServer(BaseServer):
             pass  # some platforms may raise ENOTCONN here
         self.close_request(request)
 
+    @default_hook("stream")
     def close_request(self, request: RequestType) -> None:
         """Called to clean up an individual request."""
         if TYPE_CHECKING:  # a stream server's requests are its connections
@@ -473,6 +541,7 @@ class UDPServer(TCPServer):
     socket_type = socket.SOCK_DGRAM
     max_packet_size = 8192
 
+    @default_hook("datagram")
     def get_request(self) -> tuple[RequestType, RetAddress]:
         data, client_addr = self.socket.recvfrom(self.max_packet_size)
         return (data, self.socket), client_addr
@@ -481,10 +550,12 @@ class UDPServer(TCPServer):
         # No need to call listen() for UDP.
         pass
 
+    @default_hook("datagram")
     def shutdown_request(self, request: RequestType) -> None:
         # No need to shutdown anything.
         self.close_request(request)
 
+    @default_hook("datagram")
     def close_request(self, request: RequestType) -> None:
         # No need to close anything.
         pass

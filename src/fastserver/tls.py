@@ -1,10 +1,16 @@
 """TLS for stream servers: set ``ssl_context`` on a server and every accepted
-connection is served over TLS (issue 4, item 7).
+connection is served over TLS.
 
-Where each step runs, and why there:
+The functions here take values and return results; the server classes
+(``servers.py``) call them and call their own hooks on the outcome, so
+this module never calls back into a server.  Where each step runs, and why
+there:
 
 - ``TCPServer.get_request()`` wraps the accepted socket, server side, with
-  ``do_handshake_on_connect=False`` (:func:`wrap_accepted`).  Wrapping does
+  ``do_handshake_on_connect=False`` (:func:`wrap_accepted`); a connection
+  that cannot even be wrapped goes to ``handle_tls_error`` and the loop
+  sees the ConnectionAbortedError a failed accept() raises, which it
+  ignores, as the stdlib's does.  Wrapping does
   no network I/O, so the loop never waits on a client, and from then on
   every hook (verify_request, process_request, the handler, shutdown_request)
   sees the same ``ssl.SSLSocket``.
@@ -33,7 +39,6 @@ does not pay for them at import time (an ``SSLSocket`` can only exist once
 """
 from __future__ import annotations
 
-import errno
 import socket
 import sys
 from typing import TYPE_CHECKING
@@ -42,36 +47,31 @@ if TYPE_CHECKING:
     import ssl
 
     from ._typing import RequestType, RetAddress
-    from .servers import BaseServer, TCPServer
 
 
-def enabled(server: BaseServer) -> bool:
-    """True when the server wraps its connections (``ssl_context`` is set).
+def wanted(ssl_context: object, socket_type: int, server_name: str) -> bool:
+    """True when a server with this ``ssl_context`` serves over TLS.
 
-    Raises ValueError for a datagram server: TLS needs a byte stream (DTLS is
-    not supported), and serving plaintext where TLS was asked for would be
-    worse than not serving.
+    Raises ValueError for a datagram server (``server_name`` names it): TLS
+    needs a byte stream (DTLS is not supported), and serving plaintext
+    where TLS was asked for would be worse than not serving.
     """
-    if getattr(server, "ssl_context", None) is None:
+    if ssl_context is None:
         return False
-    if getattr(server, "socket_type", socket.SOCK_STREAM) != socket.SOCK_STREAM:
+    if socket_type != socket.SOCK_STREAM:
         raise ValueError(
-            f"{type(server).__name__}.ssl_context is set, but TLS needs a stream "
+            f"{server_name}.ssl_context is set, but TLS needs a stream "
             "server (TCPServer, UnixStreamServer or a subclass); DTLS is not supported"
         )
     return True
 
 
-def wrap_accepted(
-    server: TCPServer, request: socket.socket, client_address: RetAddress
-) -> ssl.SSLSocket:
-    """``request`` wrapped in ``server.ssl_context``, its handshake left for
-    :func:`complete_handshake`.
+def wrap_accepted(ssl_context: ssl.SSLContext, request: socket.socket) -> ssl.SSLSocket:
+    """``request`` wrapped in ``ssl_context``, server side, its handshake
+    left for :func:`complete_handshake`.
 
-    A connection that cannot even be wrapped (the client already reset it,
-    or sent data and closed) is reported to ``server.handle_tls_error`` and
-    closed; the ConnectionAbortedError raised then is what a failed accept()
-    raises, which the serve loop ignores, as the stdlib's does.
+    Raises OSError, with ``request``'s fd closed, when the connection cannot
+    even be wrapped (the client already reset it, or sent data and closed).
     """
     import ssl
 
@@ -83,42 +83,32 @@ def wrap_accepted(
         # failure would come from inside the new SSLSocket, whose fd only
         # the garbage collector would close.)
         request.getpeername()
-        context = server.ssl_context
-        assert context is not None  # only called with ssl_context set
-        return context.wrap_socket(
-            request, server_side=True, do_handshake_on_connect=False
-        )
-    except OSError as exc:
+        return ssl_context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+    except OSError:
         request.close()  # the fd, unless wrap_socket had taken it over
-        server.handle_tls_error(request, client_address, exc)
-        raise ConnectionAbortedError(
-            errno.ECONNABORTED, f"TLS wrapping failed: {exc}"
-        ) from exc
+        raise
 
 
-def complete_handshake(
-    server: BaseServer, request: RequestType, client_address: RetAddress
-) -> bool:
+def complete_handshake(request: RequestType, timeout: float | None) -> OSError | None:
     """Run the pending server-side handshake of ``request``, if it has one.
 
-    Returns True when the request may go on to the handler: it is not a TLS
-    connection, its handshake had been done, or it succeeded now.  Returns
-    False after reporting a failure to ``server.handle_tls_error``.
+    Returns None when the request may go on to the handler: it is not a TLS
+    connection, its handshake had been done, or it succeeded now; else the
+    error that ended the handshake (the caller reports it).
 
-    The handshake is bounded by ``server.ssl_handshake_timeout`` seconds as
-    a whole (``ssl`` measures one deadline across its reads and writes, so a
-    client cannot stretch it by trickling bytes); ``None`` leaves the
-    socket's own timeout in charge.  The socket's timeout is restored
-    afterwards, so the handler sees the connection as it was accepted.
+    The handshake is bounded by ``timeout`` seconds as a whole (``ssl``
+    measures one deadline across its reads and writes, so a client cannot
+    stretch it by trickling bytes); ``None`` leaves the socket's own
+    timeout in charge.  The socket's timeout is restored afterwards, so the
+    handler sees the connection as it was accepted.
     """
     if type(request) is socket.socket:
-        return True  # the plain case, decided without looking at ssl
+        return None  # the plain case, decided without looking at ssl
     ssl = sys.modules.get("ssl")
     if ssl is None or not isinstance(request, ssl.SSLSocket):
-        return True
+        return None
     if request.version() is not None:
-        return True  # handshake done already (e.g. a listener that does it on accept)
-    timeout = server.ssl_handshake_timeout
+        return None  # handshake done already (e.g. a listener that does it on accept)
     try:
         previous_timeout = request.gettimeout()
         if timeout is not None:
@@ -129,9 +119,8 @@ def complete_handshake(
             if timeout is not None:
                 request.settimeout(previous_timeout)
     except OSError as exc:  # ssl.SSLError, a timeout, a reset: the client's trouble
-        server.handle_tls_error(request, client_address, exc)
-        return False
-    return True
+        return exc
+    return None
 
 
 def log_tls_error(client_address: RetAddress, exc: BaseException) -> None:

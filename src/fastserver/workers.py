@@ -39,7 +39,7 @@ from . import _engine
 from .servers import TCPServer, UDPServer
 
 if TYPE_CHECKING:
-    from ._engine import Poller
+    from ._contract import Poller
     from .servers import BaseServer
 
     # The mix-in goes before a server class in the bases: for the type
