@@ -36,7 +36,8 @@ LAYERS = [
     # the API: socketserver's classes
     ["mixins", "servers", "handlers"],
     # the extras
-    ["pool", "workers", "cli", "__init__", "__main__"],
+    ["pool", "workers.exits", "workers.listeners", "workers.supervisor", "workers.mixin",
+     "workers", "cli", "__init__", "__main__"],
 ]
 ORDER = [name for layer in LAYERS for name in layer]
 

@@ -155,6 +155,12 @@ def test_wheel_built_from_the_sdist(sdist_tree, tmp_path):
     assert [n for n in names if n.startswith("fastserver/_core.")
             and n.endswith((".so", ".pyd"))], names
     assert not [n for n in names if n.endswith(BUILD_ONLY_SUFFIXES)], names
+    # pyproject.toml lists the packages by name: a subpackage missing there
+    # is missing here, without a word from the build.
+    package_dir = SOURCE_TREE / "src" / "fastserver"
+    modules = ["fastserver/" + path.relative_to(package_dir).as_posix()
+               for path in package_dir.rglob("*.py")]
+    assert [m for m in modules if m not in names] == []
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert f"License-Expression: {LICENSE_EXPRESSION}".encode() in metadata
     assert f"Version: {fastserver.__version__}".encode() in metadata

@@ -28,6 +28,7 @@ from fastserver.workers import (  # noqa: E402
     PreforkTCPServer,
     PreforkUDPServer,
 )
+from fastserver.workers import exits as workers_exits  # noqa: E402
 
 HOST = util.HOST
 TIMEOUT = util.TIMEOUT
@@ -384,10 +385,10 @@ def exit_watch(request, monkeypatch):
     """How the supervisor learns of a worker's death: a pidfd (Linux 5.3+)
     or the pipe used where there is none."""
     if request.param == "pidfd":
-        if not workers_module._pidfds_available():
+        if not workers_exits._pidfds_available():
             pytest.skip("no pidfds here")
     else:
-        monkeypatch.setattr(workers_module, "_pidfds_work", False)
+        monkeypatch.setattr(workers_exits, "_pidfds_work", False)
     return request.param
 
 

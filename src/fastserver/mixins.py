@@ -154,7 +154,11 @@ class ThreadingMixIn(_ServerMixIn):
     # used by server_close() to wait for all threads completion.
     _threads: _Threads | _NoThreads = _NoThreads()
 
-    def process_request_thread(self, request: RequestType, client_address: RetAddress) -> None:
+    # self is any server, not only a ThreadingMixIn: ThreadPoolMixIn (pool.py)
+    # serves its requests with this same method.
+    def process_request_thread(
+        self: socketserver.BaseServer, request: RequestType, client_address: RetAddress
+    ) -> None:
         """Same as in BaseServer but as a thread.
 
         In addition, exception handling is done here.

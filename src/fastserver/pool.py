@@ -21,6 +21,7 @@ import weakref
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Union
 
+from .mixins import ThreadingMixIn
 from .servers import TCPServer, UDPServer
 
 if TYPE_CHECKING:
@@ -370,17 +371,11 @@ class ThreadPoolMixIn(_ServerMixIn):
     _fastserver_thread_pool: _WorkerPool | None = None  # the pool of the process that started it
     _fastserver_pool_closed = False
 
-    def process_request_thread(self, request: RequestType, client_address: RetAddress) -> None:
-        """Same as in BaseServer but in a worker thread.
-
-        In addition, exception handling is done here.
-        """
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
+    # ThreadingMixIn's own method: a worker runs a request exactly as a
+    # ThreadingMixIn thread does (finish_request(), handle_error() on an
+    # Exception, shutdown_request() in any case).  Only what becomes of an
+    # exception that escapes it differs, and _WorkerPool._run decides that.
+    process_request_thread = ThreadingMixIn.process_request_thread
 
     def process_request(self, request: RequestType, client_address: RetAddress) -> None:
         """Hand the request to a worker thread and return."""
