@@ -1,7 +1,7 @@
 /*
  * refserver.c -- the bench's reference: each workload served by the least a
  * C server has to do, so the table shows how close a Python server gets to
- * the kernel's own cost (issue 3's "single-threaded C epoll echo server").
+ * the kernel's own cost: a single-threaded C epoll echo server.
  *
  * One thread, epoll, no Python.  Per workload it makes the system calls a
  * socketserver server must make for the same protocol, and no others:

@@ -1,4 +1,5 @@
-"""The long part of the survival battery (issue 6, item 3).
+"""The long part of the survival battery: what is too slow for the test
+suite but must hold before a release.
 
 1. **1,000,000 requests per flavour.**  Each server flavour (sync,
    threading, forking, thread pool, multi-core workers) serves in a child

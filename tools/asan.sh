@@ -1,6 +1,7 @@
 #!/bin/sh
 # The whole test suite against a build of the compiled core with
-# AddressSanitizer (issue 6, item 4).
+# AddressSanitizer, so that a memory error in C code that parses what
+# clients send shows up as a report, not as a rare crash in production.
 #
 #   tools/asan.sh [pytest arguments]          e.g. tools/asan.sh -q  (the whole suite)
 #   tools/asan.sh -q tests/test_streams.py    some of it

@@ -1,4 +1,5 @@
-"""Fuzz the compiled core's rfile/wfile against the stdlib (issue 6, item 5).
+"""Fuzz the compiled core's rfile/wfile against the stdlib: a reader and a
+writer in C must not differ from io's on any input the network can send.
 
 Each case is a byte stream (in chunks), how it arrives (chunk by chunk to a
 blocking reader, or all at once to a reader with a timeout or a

@@ -1,7 +1,8 @@
 #!/bin/sh
-# The compiled reader/writer tests under valgrind's memcheck (issue 6,
-# item 4): no invalid read or write, no use of uninitialised memory, no
-# bad free in the core's SocketReader/SocketWriter.
+# The compiled reader/writer tests under valgrind's memcheck, since C that
+# parses what clients send must be proven clean: no invalid read or write,
+# no use of uninitialised memory, no bad free in the core's
+# SocketReader/SocketWriter.
 #
 #   tools/memcheck.sh                         the reader/writer tests (see below)
 #   tools/memcheck.sh tests/test_core.py -k waker     other tests (pytest arguments)

@@ -4,6 +4,27 @@ Everything a user can see or override is here, in Python, with the stdlib's
 semantics (CPython 3.13's ``Lib/socketserver.py`` is the specification).
 The loop itself lives in the core: ``serve_forever`` and ``handle_request``
 hand it over, and the core calls back through the hooks below.
+
+There are five classes in an inheritance diagram, four of which represent
+synchronous servers of four types, as in the stdlib:
+
+        +------------+
+        | BaseServer |
+        +------------+
+              |
+              v
+        +-----------+        +------------------+
+        | TCPServer |------->| UnixStreamServer |
+        +-----------+        +------------------+
+              |
+              v
+        +-----------+        +--------------------+
+        | UDPServer |------->| UnixDatagramServer |
+        +-----------+        +--------------------+
+
+The ForkingMixIn and ThreadingMixIn classes (``mixins.py``) and
+fastserver's ThreadPoolMixIn (``pool.py``) and PreforkMixIn
+(``workers/``) make them asynchronous.
 """
 from __future__ import annotations
 
@@ -43,6 +64,41 @@ if TYPE_CHECKING:
     _StdlibBaseServer = socketserver.BaseServer
 else:
     _StdlibBaseServer = object
+
+
+# The hook chain: who calls whom, as in the stdlib, and where fastserver's
+# core takes over.  serve_forever() hands the loop to the core
+# (_engine.serve_forever); the core waits on the listener and a wake-up fd
+# and, for each request that is ready, runs the chain below.  A step marked
+# [core] is done by the core itself, in C, only while the method is the
+# default marked here with @default_hook (the fast-path rule: _plan.py
+# decides once per loop; ARCHITECTURE.md).  Override it, on the class or
+# on the instance, and the core calls your method instead, with the
+# stdlib's arguments, in the stdlib's order.
+#
+#   serve_forever(poll_interval)                       [core: the loop]
+#     service_actions()            after each request and each idle wake-up
+#     _handle_request_noblock()    [core] unless overridden
+#       get_request()              [core: accept(2)/recvmmsg(2)] TCPServer's,
+#                                  UDPServer's; wraps TLS when ssl_context
+#       (max_connections reached, overload "refuse": handle_overload())
+#       verify_request(request, client_address)              [core: True]
+#       process_request(request, client_address)   [core] BaseServer's;
+#                                  the mix-ins hand off to a thread, a
+#                                  pool worker, a child or a worker process
+#         finish_request(request, client_address)  [core] unless TLS
+#           (TLS: the handshake; on failure handle_tls_error(), no handler)
+#           RequestHandlerClass(request, client_address, self)
+#             setup(); handle(); finish()          (handlers.py)
+#         shutdown_request(request)                [core] TCPServer's, UDPServer's
+#           close_request(request)
+#       handle_error(request, client_address)  on an Exception, then
+#                                              shutdown_request(request)
+#   handle_request()               one request, honouring self.timeout;
+#     handle_timeout()             when none came in time
+#   shutdown(timeout=None)         wakes the loop at once; with a timeout,
+#     drain(timeout)               waits for the open connections, then cuts
+#   server_close()
 
 
 class BaseServer(_StdlibBaseServer):
