@@ -21,6 +21,7 @@ import weakref
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Union
 
+from ._contract import check_overload
 from .mixins import ThreadingMixIn
 from .servers import TCPServer, UDPServer
 
@@ -50,8 +51,6 @@ DEFAULT_MAX_WORKERS = min(32, (os.cpu_count() or 1) + 4)
 #: ``max_queue = None`` means this many queued requests per worker (see
 #: ThreadPoolMixIn.max_queue for why).
 QUEUE_PER_WORKER = 4
-
-OVERLOAD_POLICIES = ("wait", "refuse")
 
 
 class ThreadPoolStatus(NamedTuple):
@@ -310,12 +309,7 @@ class _WorkerPool:
 
 
 def _overload_policy(server: ThreadPoolMixIn) -> str:
-    policy = server.overload
-    if policy not in OVERLOAD_POLICIES:
-        raise ValueError(
-            "overload must be one of %s, not %r" % (", ".join(map(repr, OVERLOAD_POLICIES)), policy)
-        )
-    return policy
+    return check_overload(server.overload, f"{type(server).__name__}.overload")
 
 
 def _pool_limits(server: ThreadPoolMixIn) -> tuple[int, int]:
