@@ -8,13 +8,14 @@ in the Python layer (``fastserver/_plan.py``); this module waits, takes
 requests and dispatches them.  Every blocking system call runs without the
 GIL.  The pieces, in the order they build on each other:
 
-    core/waker.pxi      the wake-up fd shutdown() writes to
-    core/poller.pxi     epoll / kqueue / poll(2) behind one interface
-    core/sockaddr.pxi   accept(2) and recvfrom(2) into Python objects
-    core/dispatch.pxi   the request chain and the Plan that shortens it
-    core/loop.pxi       serve_forever() and handle_request()'s wait
-    core/stream.pxi     rfile and wfile for StreamRequestHandler
-    core/handlers.pxi   the request handlers' setup/finish, compiled
+    core/waker.pxi          the wake-up fd shutdown() writes to
+    core/poller.pxi         epoll / kqueue / poll(2) behind one interface
+    core/request_chain.pxi  the request chain and the Plan that shortens it
+    core/accept.pxi         requests off the listener as Python objects:
+                            accept(2), and recvmmsg(2) or recvfrom(2)
+    core/loop.pxi           serve_forever() and handle_request()'s wait
+    core/socket_files.pxi   rfile and wfile for StreamRequestHandler
+    core/handlers.pxi       the request handlers' setup/finish, compiled
 """
 import errno as _errno
 import os as _os
@@ -53,8 +54,8 @@ cdef object _fsdecode = _os.fsdecode
 
 include "core/waker.pxi"
 include "core/poller.pxi"
-include "core/dispatch.pxi"
-include "core/sockaddr.pxi"
+include "core/request_chain.pxi"
+include "core/accept.pxi"
 include "core/loop.pxi"
-include "core/stream.pxi"
+include "core/socket_files.pxi"
 include "core/handlers.pxi"

@@ -59,7 +59,7 @@ class Poller:
     def wait(self, timeout: float | None) -> list[int]: ...
     def close(self) -> None: ...
 
-# -- core/dispatch.pxi -------------------------------------------------------
+# -- core/request_chain.pxi --------------------------------------------------
 
 class Plan:
     """Which steps of the request chain the core may do itself."""
@@ -121,7 +121,7 @@ class Plan:
 
 def handle_request_noblock(server: BaseServer) -> int: ...
 
-# -- core/sockaddr.pxi -------------------------------------------------------
+# -- core/accept.pxi ---------------------------------------------------------
 
 class DatagramBatch:
     """Datagrams received together (recvmmsg(2) on Linux); used by the loop."""
@@ -135,7 +135,7 @@ def serve_forever(
     server: BaseServer, poll_interval: float | None, waker: Waker, plan: Plan
 ) -> None: ...
 
-# -- core/stream.pxi ---------------------------------------------------------
+# -- core/socket_files.pxi ---------------------------------------------------
 # Registered as io.BufferedIOBase (an ABC registration, not a base class).
 
 class SocketReader:
