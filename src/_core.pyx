@@ -33,8 +33,12 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 from libc.stdlib cimport malloc, realloc, free
+from libc.stdint cimport uint64_t
 
-from includes.system cimport *
+# The C APIs, one namespace per header (src/includes/__init__.pxd).
+from libc cimport time
+from posix cimport fcntl, unistd
+from includes cimport compat, epoll, errno, eventfd, kqueue, poll, socket, string
 
 #: Requests handled per readiness before the loop waits again.
 DRAIN_BATCH = 64

@@ -137,7 +137,7 @@ def sdist_tree(sdist, tmp_path_factory):
 def test_sdist_carries_the_core_sources_and_no_generated_c(sdist):
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    for required in ("src/_core.pyx", "src/includes/system.pxd", "src/includes/compat.h",
+    for required in ("src/_core.pyx", "src/includes/epoll.pxd", "src/includes/compat.h",
                      "src/core/loop.pxi", "LICENSE", "setup.py", "pyproject.toml",
                      "tests/conftest.py", "tests/util.py", "bench/run.py", "bench/plot.py",
                      "bench/loadgen.c"):

@@ -31,41 +31,41 @@ cdef int _check_errno(int result) except -1:
 
 cdef bint _readable_now(int fd) except -1:
     """Is ``fd`` readable right now?  One poll(2) with a zero timeout."""
-    cdef pollfd p
+    cdef poll.pollfd p
     cdef int n
     p.fd = fd
-    p.events = POLLIN
+    p.events = poll.POLLIN
     p.revents = 0
     while True:
-        n = poll(&p, 1, 0)
+        n = poll.poll(&p, 1, 0)
         if n >= 0:
             return n > 0
-        if errno != EINTR:
+        if errno.errno != errno.EINTR:
             PyErr_SetFromErrno(OSError)
         PyErr_CheckSignals()
 
 
 def wait_readable(int fd, timeout):
     """Wait for one fd: True when readable (or in error), False on timeout."""
-    cdef pollfd p
+    cdef poll.pollfd p
     cdef int n
     cdef double remaining = -1.0 if timeout is None else max(0.0, timeout)
-    cdef double deadline = fs_monotonic() + remaining
+    cdef double deadline = compat.fs_monotonic() + remaining
     cdef int ms
     p.fd = fd
-    p.events = POLLIN
+    p.events = poll.POLLIN
     while True:
         p.revents = 0
-        ms = fs_timeout_ms(remaining)
+        ms = compat.fs_timeout_ms(remaining)
         with nogil:
-            n = poll(&p, 1, ms)
+            n = poll.poll(&p, 1, ms)
         if n >= 0:
             return n > 0
-        if errno != EINTR:
+        if errno.errno != errno.EINTR:
             PyErr_SetFromErrno(OSError)
         PyErr_CheckSignals()
         if remaining >= 0:
-            remaining = deadline - fs_monotonic()
+            remaining = deadline - compat.fs_monotonic()
             if remaining < 0:
                 remaining = 0
 
@@ -89,7 +89,7 @@ cdef class _Backoff:
 
     cdef void failed(self) noexcept:
         self.delay = min(BACKOFF_MAX_C, max(BACKOFF_MIN_C, self.delay * 2))
-        self.resume_at = fs_monotonic() + self.delay
+        self.resume_at = compat.fs_monotonic() + self.delay
 
     cdef void succeeded(self) noexcept:
         self.delay = 0.0
@@ -120,7 +120,7 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
         # request, and never blocks when another process sharing the
         # listener (a prefork worker, a forked child) took the connection.
         # Python's view (gettimeout() None) is untouched: only the fd flag.
-        restore_blocking = _check_errno(fs_make_nonblocking(listen_fd)) == 1
+        restore_blocking = _check_errno(compat.fs_make_nonblocking(listen_fd)) == 1
     elif plan.accept_kind == ACCEPT_DATAGRAM:
         datagrams = DatagramBatch(server.max_packet_size)
     try:
@@ -132,7 +132,7 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
             PyErr_CheckSignals()  # handlers pending since the last wait run first
             timeout = interval
             if not listening and not listener_gone and not waiting_for_room:
-                timeout = max(0.0, backoff.resume_at - fs_monotonic())
+                timeout = max(0.0, backoff.resume_at - compat.fs_monotonic())
                 if 0 <= interval < timeout:
                     timeout = interval
             n = poller.wait_fds(timeout, ready, MAX_EVENTS)
@@ -155,7 +155,7 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
                     poller.register(listen_fd)
                     listening = True
                     listener_ready = True  # the clients are waiting in the backlog
-            elif not listening and not listener_gone and fs_monotonic() >= backoff.resume_at:
+            elif not listening and not listener_gone and compat.fs_monotonic() >= backoff.resume_at:
                 poller.register(listen_fd)
                 listening = True
                 listener_ready = True  # try at once: the clients are waiting
@@ -175,7 +175,7 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
                     if not handled:
                         _service_actions(server, plan)
                     break
-                if plan.accept_kind == ACCEPT_STREAM and fs_make_nonblocking(listen_fd) == 1:
+                if plan.accept_kind == ACCEPT_STREAM and compat.fs_make_nonblocking(listen_fd) == 1:
                     # Another process serving the same listener (forked after
                     # bind) ended its loop and restored blocking mode on the
                     # shared file description, maybe while our last handler
@@ -219,4 +219,4 @@ def serve_forever(server, poll_interval, Waker waker not None, Plan plan not Non
             plan.leftover_datagrams.extend(datagrams.leftovers(plan))
         # The listener may have been closed (and its number reused) meanwhile.
         if restore_blocking and plan.listener.fileno() == listen_fd:
-            fs_make_blocking(listen_fd)
+            compat.fs_make_blocking(listen_fd)
