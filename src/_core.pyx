@@ -8,6 +8,8 @@ in the Python layer (``fastserver/_plan.py``); this module waits, takes
 requests and dispatches them.  Every blocking system call runs without the
 GIL.  The pieces, in the order they build on each other:
 
+    core/stdlib.pxi         the Python modules and attributes it uses, looked up once
+    core/consts.pxi         its constants: batch size, back-off, status codes
     core/waker.pxi          the wake-up fd shutdown() writes to
     core/poller.pxi         epoll / kqueue / poll(2) behind one interface
     core/request_chain.pxi  the request chain and the Plan that shortens it
@@ -17,16 +19,6 @@ GIL.  The pieces, in the order they build on each other:
     core/socket_files.pxi   rfile and wfile for StreamRequestHandler
     core/handlers.pxi       the request handlers' setup/finish, compiled
 """
-import errno as _errno
-import os as _os
-import socket as _socket
-import _socket as _c_socket
-
-# The stdlib-equivalent writer for sockets the C writer does not take (an
-# SSLSocket, a subclass): one class, shared with the twin.
-from fastserver._core_py import SocketWriter as _PySocketWriter
-from fastserver._core_py import LineTooLong as _LineTooLong, open_reader as _py_open_reader
-
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -40,21 +32,8 @@ from libc cimport time
 from posix cimport fcntl, unistd
 from includes cimport compat, epoll, errno, eventfd, kqueue, poll, socket, string
 
-#: Requests handled per readiness before the loop waits again.
-DRAIN_BATCH = 64
-cdef int _DRAIN_BATCH = DRAIN_BATCH
-
-#: get_request() errors that mean "out of a resource": the loop pauses
-#: accepting for BACKOFF_MIN doubling to BACKOFF_MAX seconds.
-RESOURCE_ERRNOS = frozenset((_errno.EMFILE, _errno.ENFILE, _errno.ENOBUFS, _errno.ENOMEM))
-cdef double BACKOFF_MIN_C = 0.005
-cdef double BACKOFF_MAX_C = 0.1
-BACKOFF_MIN = BACKOFF_MIN_C
-BACKOFF_MAX = BACKOFF_MAX_C
-
-cdef object _SHUT_WR = _socket.SHUT_WR
-cdef object _plain_socket = _socket.socket
-cdef object _fsdecode = _os.fsdecode
+include "core/stdlib.pxi"
+include "core/consts.pxi"
 
 include "core/waker.pxi"
 include "core/poller.pxi"

@@ -7,10 +7,6 @@ cdef enum Backend:
 
 _BACKEND_NAMES = {"epoll": BACKEND_EPOLL, "kqueue": BACKEND_KQUEUE, "poll": BACKEND_POLL}
 
-# Most fds one wait reports; the loop registers two (listener and waker).
-cdef enum:
-    MAX_EVENTS = 8
-
 
 def native_backend():
     """The best poller this platform has."""

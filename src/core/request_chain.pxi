@@ -7,15 +7,6 @@
 # order.  The Python layer (fastserver/_plan.py) decides once per loop which
 # steps are still the defaults and says so in a Plan; this file only obeys.
 
-# What taking a request tells the loop about the listener.  HANDLED,
-# BACK_OFF and LISTENER_CLOSED are shared with the twin; NOTHING_PENDING is
-# the core's own: a non-blocking receive found nothing, stop draining.
-HANDLED = 0
-BACK_OFF = 1
-LISTENER_CLOSED = 2
-cdef enum:
-    NOTHING_PENDING = 3
-
 cdef enum AcceptKind:
     ACCEPT_CALL        # request, client_address = server.get_request()
     ACCEPT_STREAM      # TCPServer.get_request: accept(2) here
@@ -106,9 +97,6 @@ cdef class Plan:
 
 
 cdef Plan _CALL_EVERY_HOOK = Plan()
-
-
-cdef object _close_fd_of = _c_socket.socket.close  # what socket._real_close() calls
 
 
 cdef int _shutdown(server, Plan plan, request) except -1:

@@ -9,15 +9,6 @@
 # They make the system calls themselves instead of going through
 # SocketIO.readinto and socket.sendall frames.
 
-import io as _io
-
-cdef object _socket_timeout = _socket.timeout
-cdef Py_ssize_t _DEFAULT_BUFFER_SIZE = _io.DEFAULT_BUFFER_SIZE
-
-cdef enum:
-    WOULD_BLOCK = -2   # a non-blocking socket had nothing: SocketIO returns None
-
-
 cdef int _raise_errno(int err) except -1:
     # OSError(errno, message) picks the subclass (ConnectionResetError...)
     # as PyErr_SetFromErrno does.
