@@ -85,8 +85,10 @@ def platform_tagged_pure_wheel():
 CORE_C = "src/_core.c"
 #: Inputs of the core that cythonize's own change tracking does not see: it
 #: reads ``from includes cimport epoll, poll`` as a cimport of the package
-#: alone.  A build after editing one of these would reuse the old C.
-UNTRACKED_CYTHON_INPUTS = ["src/includes/*.pxd"]
+#: alone, and looks for a module's .pxd beside its .pyx only, where Cython
+#: reads fastserver._core's from the module's place in the package.  A
+#: build after editing one of these would reuse the old C.
+UNTRACKED_CYTHON_INPUTS = ["src/includes/*.pxd", "src/fastserver/_core.pxd"]
 #: What the C compiler reads besides the generated C (cythonize no longer
 #: finds compat.h on its own, for the same reason).
 CORE_C_DEPENDS = ["src/includes/compat.h"]

@@ -18,6 +18,10 @@ GIL.  The pieces, in the order they build on each other:
     core/loop.pxi           serve_forever() and handle_request()'s wait
     core/socket_files.pxi   rfile and wfile for StreamRequestHandler
     core/handlers.pxi       the request handlers' setup/finish, compiled
+
+The classes' fields and C methods are declared in ``fastserver/_core.pxd``
+(where Cython looks for this module's declarations), the C APIs in
+``includes/``, one .pxd per header.
 """
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS

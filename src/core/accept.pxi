@@ -164,13 +164,6 @@ cdef class DatagramBatch:
     KeyboardInterrupt, say) are returned by ``leftovers()`` so the next
     loop serves them: a datagram read is never dropped.
     """
-    cdef compat.fs_datagram_batch batch
-    cdef int count, next           # received, handed out
-    # The last receive took fewer than the batch holds: the socket was empty
-    # then.  The loop waits again instead of asking once more for an EAGAIN
-    # (its poller is level-triggered, so what came since still wakes it);
-    # a syscall less per wake-up.  The loop clears it on each wake-up.
-    cdef bint drained
 
     def __cinit__(self, Py_ssize_t size):
         size = max(0, size)

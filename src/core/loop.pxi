@@ -85,7 +85,6 @@ cdef inline int _service_actions(server, Plan plan) except -1:
 cdef class _Backoff:
     """Pauses accepting after EMFILE/ENFILE/ENOBUFS/ENOMEM: the listener
     stays readable, so retrying at once would spin."""
-    cdef double delay, resume_at
 
     cdef void failed(self) noexcept:
         self.delay = min(BACKOFF_MAX_C, max(BACKOFF_MIN_C, self.delay * 2))

@@ -1,10 +1,5 @@
 # The poller: readiness of a few fds over epoll, kqueue or poll(2).
 
-cdef enum Backend:
-    BACKEND_EPOLL
-    BACKEND_KQUEUE
-    BACKEND_POLL
-
 _BACKEND_NAMES = {"epoll": BACKEND_EPOLL, "kqueue": BACKEND_KQUEUE, "poll": BACKEND_POLL}
 
 
@@ -33,11 +28,6 @@ def choose_backend(backend=None):
 
 cdef class Poller:
     """Readiness for reading of a few fds, over epoll, kqueue or poll."""
-    cdef Backend kind
-    cdef int pollfd_fd          # the epoll or kqueue fd; -1 for poll
-    cdef poll.pollfd *pollfds   # the poll backend's set
-    cdef int npollfds
-    cdef readonly str backend
 
     def __cinit__(self, backend=None):
         self.pollfd_fd = -1

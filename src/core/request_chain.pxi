@@ -7,16 +7,6 @@
 # order.  The Python layer (fastserver/_plan.py) decides once per loop which
 # steps are still the defaults and says so in a Plan; this file only obeys.
 
-cdef enum AcceptKind:
-    ACCEPT_CALL        # request, client_address = server.get_request()
-    ACCEPT_STREAM      # TCPServer.get_request: accept(2) here
-    ACCEPT_DATAGRAM    # UDPServer.get_request: recvfrom(2) here
-
-cdef enum ShutdownKind:
-    SHUTDOWN_CALL      # server.shutdown_request(request)
-    SHUTDOWN_STREAM    # TCPServer's: request.shutdown(SHUT_WR), request.close()
-    SHUTDOWN_NOTHING   # UDPServer's: nothing to shut down or close
-
 _ACCEPT_KINDS = {"call": ACCEPT_CALL, "stream": ACCEPT_STREAM, "datagram": ACCEPT_DATAGRAM}
 _SHUTDOWN_KINDS = {"call": SHUTDOWN_CALL, "stream": SHUTDOWN_STREAM, "nothing": SHUTDOWN_NOTHING}
 
@@ -29,27 +19,6 @@ cdef class Plan:
     always correct; the others are promises that the method is fastserver's
     own default, so doing its work here cannot be told apart.
     """
-    cdef readonly object handle_one      # the user's _handle_request_noblock, or None
-    cdef readonly str accept             # "call", "stream" or "datagram"
-    cdef readonly bint verify_default    # verify_request is BaseServer's (always True)
-    cdef readonly bint process_default   # process_request is BaseServer's
-    cdef readonly bint finish_default    # finish_request is BaseServer's
-    cdef readonly str shutdown           # "call", "stream" or "nothing"
-    cdef readonly bint service_actions_default  # BaseServer's: does nothing
-    cdef readonly bint tcp_nodelay       # set TCP_NODELAY on connections accepted here
-    cdef readonly object idle_timeout    # settimeout() of connections accepted here, or None
-    cdef readonly object connections     # the server's OpenConnections (stream servers), or None
-    cdef readonly Py_ssize_t max_connections  # 0: no limit
-    cdef readonly bint refuse_overload   # at the limit: handle_overload(), not wait
-    cdef set open_set                    # connections.sockets
-    cdef Py_ssize_t prune_at             # connections.prune_at, cached
-    cdef readonly list leftover_datagrams  # read by a loop that ended early; served first
-    cdef readonly object listener        # server.socket, for the C accept kinds
-    cdef readonly object socket_class    # type(server.socket), to wrap accepted fds
-    cdef readonly object family, type, proto
-    cdef int family_c, type_c, proto_c
-    cdef AcceptKind accept_kind
-    cdef ShutdownKind shutdown_kind
 
     def __init__(self, *, handle_one=None, accept="call", verify_default=False,
                  process_default=False, finish_default=False, shutdown="call",

@@ -109,11 +109,6 @@ cdef class SocketReader:
     Buffered data is ``buffer[start:end]``; the buffer grows for a long
     line or a large read() and shrinks back once drained.
     """
-    cdef object sock
-    cdef char *buffer
-    cdef Py_ssize_t capacity, start, end, default_capacity
-    cdef bint is_closed, timed_out
-    cdef Py_ssize_t max_line    # readline() with no size: LineTooLong beyond; -1: no limit
 
     def __cinit__(self, *args, **kwargs):
         # Takes anything: __init__ checks the arguments, and an object whose
@@ -424,8 +419,6 @@ cdef class SocketReader:
 cdef class SocketWriter:
     """The stdlib's ``socketserver._SocketWriter`` in C: an unbuffered
     binary writer whose write() is ``sock.sendall()``."""
-    cdef object sock
-    cdef bint is_closed
 
     def __init__(self, sock):
         self.sock = sock

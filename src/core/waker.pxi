@@ -14,8 +14,6 @@ cdef class Waker:
     ``wake()`` keeps the GIL so that it cannot race ``close()``: once closed,
     the fd number may belong to someone else and must never be written.
     """
-    cdef int read_fd
-    cdef int write_fd
 
     def __cinit__(self):
         cdef int fds[2]

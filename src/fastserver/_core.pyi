@@ -1,4 +1,5 @@
-# The compiled core's interface (src/_core.pyx and src/core/*.pxi).
+# The compiled core's interface (src/_core.pyx and src/core/*.pxi); _core.pxd
+# beside this file declares its classes' C-level fields.
 #
 # fastserver/_core_py.py, the pure-Python twin, has the same interface (its
 # annotations are the reference); fastserver/_engine.py's Core protocol is
