@@ -26,7 +26,8 @@ PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 nox.options.sessions = ["tests", "lint", "typecheck", "dist"]
 nox.options.error_on_missing_interpreters = True  # a skipped Python is not a pass
 
-CYTHON_SOURCES = ["src/_core.pyx", "src/core/*.pxi", "src/includes/*.pxd"]
+CYTHON_SOURCES = ["src/_core.pyx", "src/fastserver/_core.pxd", "src/core/*.pxi",
+                  "src/includes/*.pxd"]
 
 
 def pyenv_bin_dirs(versions):

@@ -12,6 +12,7 @@ The metadata is in pyproject.toml; this file only describes the extension.
   ``tests/test_build.py`` fails on such an install, so CI and cibuildwheel
   never ship one.
 """
+import glob
 import os
 import sys
 
@@ -80,6 +81,29 @@ def platform_tagged_pure_wheel():
     return PlatformTaggedPureWheel
 
 
+#: What Cython writes the core's C to.
+CORE_C = "src/_core.c"
+#: Inputs of the core that cythonize's own change tracking does not see: it
+#: reads ``from includes cimport epoll, poll`` as a cimport of the package
+#: alone, and looks for a module's .pxd beside its .pyx only, where Cython
+#: reads fastserver._core's from the module's place in the package.  A
+#: build after editing one of these would reuse the old C.
+UNTRACKED_CYTHON_INPUTS = ["src/includes/*.pxd", "src/fastserver/_core.pxd"]
+#: What the C compiler reads besides the generated C (cythonize no longer
+#: finds compat.h on its own, for the same reason).
+CORE_C_DEPENDS = ["src/includes/compat.h"]
+
+
+def core_c_is_stale():
+    """Is the generated C older than an input cythonize does not track?"""
+    try:
+        generated = os.path.getmtime(CORE_C)
+    except OSError:
+        return False  # none yet: cythonize writes it anyway
+    return any(os.path.getmtime(path) > generated
+               for pattern in UNTRACKED_CYTHON_INPUTS for path in glob.glob(pattern))
+
+
 def extensions():
     if NO_EXTENSIONS:
         return []
@@ -89,11 +113,13 @@ def extensions():
         "fastserver._core",
         sources=["src/_core.pyx"],
         include_dirs=["src"],
+        depends=CORE_C_DEPENDS,
         extra_compile_args=["-O2"],
     )
     return cythonize(
         [core],
         include_path=["src"],
+        force=core_c_is_stale(),
         compiler_directives={
             "language_level": "3",
             "embedsignature": True,

@@ -10,51 +10,42 @@ hooks run, in which order) is decided in the Python layer
 dispatches them.  Every blocking system call runs without the
 GIL.  The pieces, in the order they build on each other:
 
-    core/waker.pxi      the wake-up fd shutdown() writes to
-    core/poller.pxi     epoll / kqueue / poll(2) behind one interface
-    core/sockaddr.pxi   accept(2) and recvfrom(2) into Python objects
-    core/dispatch.pxi   the request chain, and the plan that shortens it in C fields
-    core/loop.pxi       serve_forever() and handle_request()'s wait
-    core/stream.pxi     rfile and wfile for StreamRequestHandler
-    core/handlers.pxi   the request handlers' setup/finish, compiled
+    core/stdlib.pxi         the Python modules and attributes it uses, looked up once
+    core/consts.pxi         its constants: batch size, back-off, status codes,
+                            read from fastserver/_contract.py
+    core/waker.pxi          the wake-up fd shutdown() writes to
+    core/poller.pxi         epoll / kqueue / poll(2) behind one interface
+    core/request_chain.pxi  the request chain, and the plan that shortens it in C fields
+    core/accept.pxi         requests off the listener as Python objects:
+                            accept(2), and recvmmsg(2) or recvfrom(2)
+    core/loop.pxi           serve_forever() and handle_request()'s wait
+    core/socket_files.pxi   rfile and wfile for StreamRequestHandler
+    core/handlers.pxi       the request handlers' setup/finish, compiled
+
+The classes' fields and C methods are declared in ``fastserver/_core.pxd``
+(where Cython looks for this module's declarations), the C APIs in
+``includes/``, one .pxd per header.
 """
-import os as _os
-import socket as _socket
-import _socket as _c_socket
-
-# The contract with the server classes (the plan, the status codes, the
-# loop's constants) and the Python stream objects for the connections the
-# C reader and writer do not take: leaves of the package, never the twin.
-from fastserver import _contract
-from fastserver._streams import SocketWriter as _PySocketWriter
-from fastserver._streams import open_reader as _py_open_reader
-from fastserver.errors import LineTooLong as _LineTooLong
-
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 from libc.stdlib cimport malloc, realloc, free
+from libc.stdint cimport uint64_t
 
-from includes.system cimport *
+# The C APIs, one namespace per header (src/includes/__init__.pxd).
+from libc cimport time
+from posix cimport fcntl, unistd
+from includes cimport compat, epoll, errno, eventfd, kqueue, poll, socket, string
 
-DRAIN_BATCH = _contract.DRAIN_BATCH
-cdef int _DRAIN_BATCH = DRAIN_BATCH
-cdef double BACKOFF_MIN_C = _contract.BACKOFF_MIN
-cdef double BACKOFF_MAX_C = _contract.BACKOFF_MAX
-cdef int HANDLED = _contract.HANDLED
-cdef int BACK_OFF = _contract.BACK_OFF
-cdef int LISTENER_CLOSED = _contract.LISTENER_CLOSED
-
-cdef object _SHUT_WR = _socket.SHUT_WR
-cdef object _plain_socket = _socket.socket
-cdef object _fsdecode = _os.fsdecode
+include "core/stdlib.pxi"
+include "core/consts.pxi"
 
 include "core/waker.pxi"
 include "core/poller.pxi"
-include "core/dispatch.pxi"
-include "core/sockaddr.pxi"
+include "core/request_chain.pxi"
+include "core/accept.pxi"
 include "core/loop.pxi"
-include "core/stream.pxi"
+include "core/socket_files.pxi"
 include "core/handlers.pxi"

@@ -5,10 +5,6 @@
 # handler as the Python code does, so subclasses and instance attributes
 # override them exactly as before.
 
-cdef object _IPPROTO_TCP = _socket.IPPROTO_TCP
-cdef object _TCP_NODELAY = _socket.TCP_NODELAY
-cdef object _BytesIO = _io.BytesIO
-
 
 def request_handler_init(self, request, client_address, server):
     """BaseRequestHandler.__init__"""

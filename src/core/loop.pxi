@@ -19,41 +19,41 @@ cdef int _check_errno(int result) except -1:
 
 cdef bint _readable_now(int fd) except -1:
     """Is ``fd`` readable right now?  One poll(2) with a zero timeout."""
-    cdef pollfd p
+    cdef poll.pollfd p
     cdef int n
     p.fd = fd
-    p.events = POLLIN
+    p.events = poll.POLLIN
     p.revents = 0
     while True:
-        n = poll(&p, 1, 0)
+        n = poll.poll(&p, 1, 0)
         if n >= 0:
             return n > 0
-        if errno != EINTR:
+        if errno.errno != errno.EINTR:
             PyErr_SetFromErrno(OSError)
         PyErr_CheckSignals()
 
 
 def wait_readable(int fd, timeout):
     """Wait for one fd: True when readable (or in error), False on timeout."""
-    cdef pollfd p
+    cdef poll.pollfd p
     cdef int n
     cdef double remaining = -1.0 if timeout is None else max(0.0, timeout)
-    cdef double deadline = fs_monotonic() + remaining
+    cdef double deadline = compat.fs_monotonic() + remaining
     cdef int ms
     p.fd = fd
-    p.events = POLLIN
+    p.events = poll.POLLIN
     while True:
         p.revents = 0
-        ms = fs_timeout_ms(remaining)
+        ms = compat.fs_timeout_ms(remaining)
         with nogil:
-            n = poll(&p, 1, ms)
+            n = poll.poll(&p, 1, ms)
         if n >= 0:
             return n > 0
-        if errno != EINTR:
+        if errno.errno != errno.EINTR:
             PyErr_SetFromErrno(OSError)
         PyErr_CheckSignals()
         if remaining >= 0:
-            remaining = deadline - fs_monotonic()
+            remaining = deadline - compat.fs_monotonic()
             if remaining < 0:
                 remaining = 0
 
@@ -81,14 +81,6 @@ cdef class AcceptGate:
     shutdown() is left to wait for).  The twin's AcceptGate has the same
     methods (fastserver/_core_py.py).
     """
-    cdef Poller poller
-    cdef int listen_fd
-    cdef object connections           # OpenConnections, when waiting for room is possible
-    cdef set open_set                 # connections.sockets
-    cdef Py_ssize_t max_connections
-    cdef bint listening, waiting_for_room, listener_gone
-    cdef double backoff, resume_at    # the current pause after EMFILE & co
-
     def __init__(self, Poller poller, int listen_fd, LoopPlan plan, LoopState state):
         self.poller = poller
         self.listen_fd = listen_fd
@@ -105,7 +97,7 @@ cdef class AcceptGate:
         cdef double pause_left
         if self.listening or self.listener_gone or self.waiting_for_room:
             return interval
-        pause_left = max(0.0, self.resume_at - fs_monotonic())
+        pause_left = max(0.0, self.resume_at - compat.fs_monotonic())
         return pause_left if interval < 0 or pause_left < interval else interval
 
     cdef bint reopen_if_due(self) except -1:
@@ -118,7 +110,7 @@ cdef class AcceptGate:
                 return False
             self.connections.waiting_for_room = False
             self.waiting_for_room = False
-        elif fs_monotonic() < self.resume_at:
+        elif compat.fs_monotonic() < self.resume_at:
             return False
         self.poller.register(self.listen_fd)
         self.listening = True
@@ -145,7 +137,7 @@ cdef class AcceptGate:
             return True
         if status == BACK_OFF:
             self.backoff = min(BACKOFF_MAX_C, max(BACKOFF_MIN_C, self.backoff * 2))
-            self.resume_at = fs_monotonic() + self.backoff
+            self.resume_at = compat.fs_monotonic() + self.backoff
         else:  # closed: wait for the waker alone until shutdown()
             self.listener_gone = True
         self._close()
@@ -191,7 +183,7 @@ def serve_forever(server, poll_interval, plan not None, state not None):
         # request, and never blocks when another process sharing the
         # listener (a prefork worker, a forked child) took the connection.
         # Python's view (gettimeout() None) is untouched: only the fd flag.
-        restore_blocking = _check_errno(fs_make_nonblocking(listen_fd)) == 1
+        restore_blocking = _check_errno(compat.fs_make_nonblocking(listen_fd)) == 1
     elif steps.accept_kind == ACCEPT_DATAGRAM:
         datagrams = DatagramBatch(server.max_packet_size)
     try:
@@ -227,7 +219,8 @@ def serve_forever(server, poll_interval, plan not None, state not None):
                     if not handled:
                         _service_actions(server, steps)
                     break
-                if steps.accept_kind == ACCEPT_STREAM and fs_make_nonblocking(listen_fd) == 1:
+                if (steps.accept_kind == ACCEPT_STREAM
+                        and compat.fs_make_nonblocking(listen_fd) == 1):
                     # Another process serving the same listener (forked after
                     # bind) ended its loop and restored blocking mode on the
                     # shared file description, maybe while our last handler
@@ -264,4 +257,4 @@ def serve_forever(server, poll_interval, plan not None, state not None):
             loop_state.leftover_datagrams.extend(datagrams.leftovers(steps))
         # The listener may have been closed (and its number reused) meanwhile.
         if restore_blocking and steps.listener.fileno() == listen_fd:
-            fs_make_blocking(listen_fd)
+            compat.fs_make_blocking(listen_fd)

@@ -1,22 +1,13 @@
 # The poller: readiness of a few fds over epoll, kqueue or poll(2).
 
-cdef enum Backend:
-    BACKEND_EPOLL
-    BACKEND_KQUEUE
-    BACKEND_POLL
-
 _BACKEND_NAMES = {"epoll": BACKEND_EPOLL, "kqueue": BACKEND_KQUEUE, "poll": BACKEND_POLL}
-
-# Most fds one wait reports; the loop registers two (listener and waker).
-cdef enum:
-    MAX_EVENTS = 8
 
 
 def native_backend():
     """The best poller this platform has."""
-    if FS_HAVE_EPOLL:
+    if compat.FS_HAVE_EPOLL:
         return "epoll"
-    if FS_HAVE_KQUEUE:
+    if compat.FS_HAVE_KQUEUE:
         return "kqueue"
     return "poll"
 
@@ -29,18 +20,14 @@ def choose_backend(backend=None):
             f"unknown poller backend {name!r}: choose one of "
             f"{', '.join(sorted(_BACKEND_NAMES))}"
         )
-    if (name == "epoll" and not FS_HAVE_EPOLL) or (name == "kqueue" and not FS_HAVE_KQUEUE):
+    if ((name == "epoll" and not compat.FS_HAVE_EPOLL)
+            or (name == "kqueue" and not compat.FS_HAVE_KQUEUE)):
         raise ValueError(f"poller backend {name!r} is not available on this platform")
     return name
 
 
 cdef class Poller:
     """Readiness for reading of a few fds, over epoll, kqueue or poll."""
-    cdef Backend kind
-    cdef int pollfd_fd          # the epoll or kqueue fd; -1 for poll
-    cdef pollfd *pollfds        # the poll backend's set
-    cdef int npollfds
-    cdef readonly str backend
 
     def __cinit__(self, backend=None):
         self.pollfd_fd = -1
@@ -49,50 +36,50 @@ cdef class Poller:
         self.backend = choose_backend(backend)
         self.kind = _BACKEND_NAMES[self.backend]
         if self.kind == BACKEND_EPOLL:
-            self.pollfd_fd = epoll_create1(EPOLL_CLOEXEC)
+            self.pollfd_fd = epoll.epoll_create1(epoll.EPOLL_CLOEXEC)
         elif self.kind == BACKEND_KQUEUE:
-            self.pollfd_fd = kqueue()
+            self.pollfd_fd = kqueue.kqueue()
             if self.pollfd_fd >= 0:
                 _set_cloexec_nonblock(self.pollfd_fd)
         if self.kind != BACKEND_POLL and self.pollfd_fd < 0:
             PyErr_SetFromErrno(OSError)
 
     def register(self, int fd):
-        cdef epoll_event ev
-        cdef kevent_t change
-        cdef pollfd *grown
+        cdef epoll.epoll_event ev
+        cdef kqueue.kevent_t change
+        cdef poll.pollfd *grown
         if self.kind == BACKEND_EPOLL:
-            ev.events = EPOLLIN
+            ev.events = epoll.EPOLLIN
             ev.data.u64 = 0
             ev.data.fd = fd
-            if epoll_ctl(self.pollfd_fd, EPOLL_CTL_ADD, fd, &ev) < 0:
+            if epoll.epoll_ctl(self.pollfd_fd, epoll.EPOLL_CTL_ADD, fd, &ev) < 0:
                 PyErr_SetFromErrno(OSError)
         elif self.kind == BACKEND_KQUEUE:
-            FS_EV_SET(&change, fd, EVFILT_READ, EV_ADD, 0, 0, NULL)
-            if kevent(self.pollfd_fd, &change, 1, NULL, 0, NULL) < 0:
+            kqueue.EV_SET(&change, fd, kqueue.EVFILT_READ, kqueue.EV_ADD, 0, 0, NULL)
+            if kqueue.kevent(self.pollfd_fd, &change, 1, NULL, 0, NULL) < 0:
                 PyErr_SetFromErrno(OSError)
         else:
             for i in range(self.npollfds):
                 if self.pollfds[i].fd == fd:
                     raise FileExistsError(f"fd {fd} is already registered")
-            grown = <pollfd *>realloc(self.pollfds, (self.npollfds + 1) * sizeof(pollfd))
+            grown = <poll.pollfd *>realloc(self.pollfds, (self.npollfds + 1) * sizeof(poll.pollfd))
             if grown == NULL:
                 raise MemoryError()
             self.pollfds = grown
             self.pollfds[self.npollfds].fd = fd
-            self.pollfds[self.npollfds].events = POLLIN
+            self.pollfds[self.npollfds].events = poll.POLLIN
             self.pollfds[self.npollfds].revents = 0
             self.npollfds += 1
 
     def unregister(self, int fd):
         """Stop watching ``fd``; a closed or unknown fd is not an error."""
-        cdef epoll_event ev
-        cdef kevent_t change
+        cdef epoll.epoll_event ev
+        cdef kqueue.kevent_t change
         if self.kind == BACKEND_EPOLL:
-            epoll_ctl(self.pollfd_fd, EPOLL_CTL_DEL, fd, &ev)
+            epoll.epoll_ctl(self.pollfd_fd, epoll.EPOLL_CTL_DEL, fd, &ev)
         elif self.kind == BACKEND_KQUEUE:
-            FS_EV_SET(&change, fd, EVFILT_READ, EV_DELETE, 0, 0, NULL)
-            kevent(self.pollfd_fd, &change, 1, NULL, 0, NULL)
+            kqueue.EV_SET(&change, fd, kqueue.EVFILT_READ, kqueue.EV_DELETE, 0, 0, NULL)
+            kqueue.kevent(self.pollfd_fd, &change, 1, NULL, 0, NULL)
         else:
             for i in range(self.npollfds):
                 if self.pollfds[i].fd == fd:
@@ -111,32 +98,32 @@ cdef class Poller:
         """Wait up to ``timeout`` seconds (negative: forever) and store up to
         ``max_ready`` ready fds.  EINTR runs the signal handlers (which may
         raise, as Ctrl-C does) and waits again for what is left."""
-        cdef double deadline = fs_monotonic() + timeout
+        cdef double deadline = compat.fs_monotonic() + timeout
         cdef int n
         while True:
             n = self._wait_once(timeout, ready, max_ready)
             if n >= 0:
                 return n
-            if errno != EINTR:
+            if errno.errno != errno.EINTR:
                 PyErr_SetFromErrno(OSError)
             PyErr_CheckSignals()
             if timeout >= 0:
-                timeout = deadline - fs_monotonic()
+                timeout = deadline - compat.fs_monotonic()
                 if timeout < 0:
                     timeout = 0
 
     cdef int _wait_once(self, double timeout, int *ready, int max_ready) noexcept:
         """One wait without the GIL: the count of ready fds, or -1 and errno."""
-        cdef epoll_event events[MAX_EVENTS]
-        cdef kevent_t kevents[MAX_EVENTS]
-        cdef timespec ts
+        cdef epoll.epoll_event events[MAX_EVENTS]
+        cdef kqueue.kevent_t kevents[MAX_EVENTS]
+        cdef time.timespec ts
         cdef int n, i, count = 0
-        cdef int ms = fs_timeout_ms(timeout)
+        cdef int ms = compat.fs_timeout_ms(timeout)
         if max_ready > MAX_EVENTS:
             max_ready = MAX_EVENTS
         if self.kind == BACKEND_EPOLL:
             with nogil:
-                n = epoll_wait(self.pollfd_fd, events, max_ready, ms)
+                n = epoll.epoll_wait(self.pollfd_fd, events, max_ready, ms)
             for i in range(n):
                 ready[i] = events[i].data.fd
             return n
@@ -144,13 +131,13 @@ cdef class Poller:
             ts.tv_sec = <long>timeout
             ts.tv_nsec = <long>((timeout - <double>ts.tv_sec) * 1e9)
             with nogil:
-                n = kevent(self.pollfd_fd, NULL, 0, kevents, max_ready,
-                           NULL if timeout < 0 else &ts)
+                n = kqueue.kevent(self.pollfd_fd, NULL, 0, kevents, max_ready,
+                                  NULL if timeout < 0 else &ts)
             for i in range(n):
                 ready[i] = <int>kevents[i].ident
             return n
         with nogil:
-            n = poll(self.pollfds, self.npollfds, ms)
+            n = poll.poll(self.pollfds, self.npollfds, ms)
         if n <= 0:
             return n
         for i in range(self.npollfds):
@@ -163,7 +150,7 @@ cdef class Poller:
 
     def close(self):
         if self.pollfd_fd >= 0:
-            close(self.pollfd_fd)
+            unistd.close(self.pollfd_fd)
             self.pollfd_fd = -1
         free(self.pollfds)
         self.pollfds = NULL

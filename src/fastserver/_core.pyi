@@ -1,4 +1,5 @@
-# The compiled core's interface (src/_core.pyx and src/core/*.pxi).
+# The compiled core's interface (src/_core.pyx and src/core/*.pxi); _core.pxd
+# beside this file declares its classes' C-level fields.
 #
 # fastserver/_core_py.py, the pure-Python twin, has the same interface;
 # fastserver/_contract.py writes down what both share (the Plan, the
@@ -50,7 +51,7 @@ class Poller:
     def wait(self, timeout: float | None) -> list[int]: ...
     def close(self) -> None: ...
 
-# -- core/dispatch.pxi -------------------------------------------------------
+# -- core/request_chain.pxi --------------------------------------------------
 
 class LoopPlan:
     """A _contract.Plan in C fields, for the request chain's hot path."""
@@ -90,7 +91,7 @@ class LoopState:
 
 def handle_request_noblock(server: Server) -> int: ...
 
-# -- core/sockaddr.pxi -------------------------------------------------------
+# -- core/accept.pxi ---------------------------------------------------------
 
 def status_of_errno(err: int) -> int: ...
 
@@ -109,7 +110,7 @@ def serve_forever(
     server: Server, poll_interval: float | None, plan: Plan, state: _contract.LoopState
 ) -> None: ...
 
-# -- core/stream.pxi ---------------------------------------------------------
+# -- core/socket_files.pxi ---------------------------------------------------
 # Registered as io.BufferedIOBase (an ABC registration, not a base class).
 
 class SocketReader:

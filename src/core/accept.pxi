@@ -2,33 +2,34 @@
 # accept(2) for streams, recvfrom(2) for datagrams.  The objects made here
 # are the ones Python's socket.accept() and socket.recvfrom() return.
 
-cdef object make_sockaddr(sockaddr *addr, socklen_t addrlen):
+cdef object make_sockaddr(socket.sockaddr *addr, socket.socklen_t addrlen):
     """A socket address as Python's socket module gives it (makesockaddr)."""
     cdef char text[64]
-    cdef sockaddr_in *v4
-    cdef sockaddr_in6 *v6
-    cdef sockaddr_un *unix_addr
+    cdef socket.sockaddr_in *v4
+    cdef socket.sockaddr_in6 *v6
+    cdef socket.sockaddr_un *unix_addr
     cdef Py_ssize_t path_len
     cdef int length
     if addrlen == 0:
         return None
-    if addr.sa_family == AF_INET:
-        v4 = <sockaddr_in *>addr
-        length = fs_format_ipv4(&v4.sin_addr, text)
-        return (PyUnicode_DecodeASCII(text, length, NULL), ntohs(v4.sin_port))
-    if addr.sa_family == AF_INET6:
-        v6 = <sockaddr_in6 *>addr
-        inet_ntop(AF_INET6, &v6.sin6_addr, text, sizeof(text))
-        return (text.decode("ascii"), ntohs(v6.sin6_port),
-                ntohl(v6.sin6_flowinfo), v6.sin6_scope_id)
-    if addr.sa_family == AF_UNIX:
-        unix_addr = <sockaddr_un *>addr
+    if addr.sa_family == socket.AF_INET:
+        v4 = <socket.sockaddr_in *>addr
+        length = compat.fs_format_ipv4(&v4.sin_addr, text)
+        return (PyUnicode_DecodeASCII(text, length, NULL), socket.ntohs(v4.sin_port))
+    if addr.sa_family == socket.AF_INET6:
+        v6 = <socket.sockaddr_in6 *>addr
+        socket.inet_ntop(socket.AF_INET6, &v6.sin6_addr, text, sizeof(text))
+        return (text.decode("ascii"), socket.ntohs(v6.sin6_port),
+                socket.ntohl(v6.sin6_flowinfo), v6.sin6_scope_id)
+    if addr.sa_family == socket.AF_UNIX:
+        unix_addr = <socket.sockaddr_un *>addr
         path_len = <Py_ssize_t>addrlen - <Py_ssize_t>(<char *>unix_addr.sun_path - <char *>addr)
         if path_len <= 0:
             return ""  # an unnamed socket
-        if FS_LINUX and unix_addr.sun_path[0] == 0:
+        if compat.FS_LINUX and unix_addr.sun_path[0] == 0:
             return (<char *>unix_addr.sun_path)[:path_len]  # Linux abstract namespace: bytes
-        return _fsdecode((<char *>unix_addr.sun_path)[:strnlen(unix_addr.sun_path, path_len)])
+        return _fsdecode(
+            (<char *>unix_addr.sun_path)[:string.strnlen(unix_addr.sun_path, path_len)])
     raise NotImplementedError(f"address family {addr.sa_family}")
 
 
@@ -120,28 +121,28 @@ cdef tuple accept_stream(int listen_fd, LoopPlan plan, LoopState state, int *sta
     every OSError of get_request(); the loop needs to know which ones mean
     "stop trying").
     """
-    cdef sockaddr_storage storage
-    cdef socklen_t addrlen
+    cdef socket.sockaddr_storage storage
+    cdef socket.socklen_t addrlen
     cdef int fd, err
     while True:
         addrlen = sizeof(storage)
-        memset(&storage, 0, sizeof(storage))
+        string.memset(&storage, 0, sizeof(storage))
         with nogil:
-            fd = fs_accept_cloexec(listen_fd, <sockaddr *>&storage, &addrlen)
+            fd = compat.fs_accept_cloexec(listen_fd, <socket.sockaddr *>&storage, &addrlen)
         if fd >= 0:
             break
-        err = errno
-        if err == EINTR:
+        err = errno.errno
+        if err == errno.EINTR:
             PyErr_CheckSignals()
             continue
         status[0] = status_of_errno(err)
         return None
     if plan.tcp_nodelay:
-        fs_set_tcp_nodelay(fd)
+        compat.fs_set_tcp_nodelay(fd)
     try:
         request = new_socket(plan, fd)
     except BaseException:
-        close(fd)
+        unistd.close(fd)
         raise
     # What TCPServer.get_request does after accept(), in its order.
     if plan.idle_timeout is not None:
@@ -150,7 +151,7 @@ cdef tuple accept_stream(int listen_fd, LoopPlan plan, LoopState state, int *sta
     if len(state.open_set) >= state.prune_at:
         state.prune_at = state.connections.prune()
     status[0] = HANDLED
-    return (request, make_sockaddr(<sockaddr *>&storage, addrlen))
+    return (request, make_sockaddr(<socket.sockaddr *>&storage, addrlen))
 
 
 cdef class DatagramBatch:
@@ -162,24 +163,18 @@ cdef class DatagramBatch:
     KeyboardInterrupt, say) are returned by ``leftovers()`` so the next
     loop serves them: a datagram read is never dropped.
     """
-    cdef fs_datagram_batch batch
-    cdef int count, next           # received, handed out
-    # The last receive took fewer than the batch holds: the socket was empty
-    # then.  The loop waits again instead of asking once more for an EAGAIN
-    # (its poller is level-triggered, so what came since still wakes it);
-    # a syscall less per wake-up.  The loop clears it on each wake-up.
-    cdef bint drained
 
     def __cinit__(self, Py_ssize_t size):
         size = max(0, size)
         # Up to 32 at a time, within ~1 MiB of buffers.
-        if fs_datagram_batch_init(&self.batch,
-                                  min(FS_MAX_DATAGRAM_BATCH, (1 << 20) // max(1, size)),
-                                  size) < 0:
+        if compat.fs_datagram_batch_init(&self.batch,
+                                         min(compat.FS_MAX_DATAGRAM_BATCH,
+                                             (1 << 20) // max(1, size)),
+                                         size) < 0:
             raise MemoryError()
 
     def __dealloc__(self):
-        fs_datagram_batch_free(&self.batch)
+        compat.fs_datagram_batch_free(&self.batch)
 
     cdef bint empty(self) noexcept:
         return self.next >= self.count
@@ -191,14 +186,14 @@ cdef class DatagramBatch:
         while True:
             # MSG_DONTWAIT: it never blocks, so the GIL stays held; dropping
             # and taking it back would cost more than the call itself.
-            n = fs_datagram_batch_recv(fd, &self.batch)
+            n = compat.fs_datagram_batch_recv(fd, &self.batch)
             if n > 0:
                 self.count = n
                 self.next = 0
                 self.drained = n < self.batch.capacity
                 return HANDLED
-            err = errno
-            if err == EINTR:
+            err = errno.errno
+            if err == errno.EINTR:
                 PyErr_CheckSignals()
                 continue
             return status_of_errno(err)
@@ -206,7 +201,7 @@ cdef class DatagramBatch:
     cdef tuple take(self, LoopPlan plan):
         """The next datagram: ``((data, server.socket), client_address)``."""
         cdef int i = self.next
-        address = make_sockaddr(<sockaddr *>&self.batch.addrs[i], self.batch.addrlens[i])
+        address = make_sockaddr(<socket.sockaddr *>&self.batch.addrs[i], self.batch.addrlens[i])
         data = PyBytes_FromStringAndSize(self.batch.data + i * self.batch.size,
                                          self.batch.lengths[i])
         self.next = i + 1
@@ -224,11 +219,11 @@ cpdef int status_of_errno(int err) noexcept:
     ``_contract.status_of_errno`` (tests/test_contract.py compares the two),
     except that what the stdlib's loop would ignore is NOTHING_PENDING here,
     since the core's own accept and receive never wait."""
-    if err == EMFILE or err == ENFILE or err == ENOBUFS or err == ENOMEM:
+    if err == errno.EMFILE or err == errno.ENFILE or err == errno.ENOBUFS or err == errno.ENOMEM:
         return BACK_OFF
-    if err == EBADF or err == ENOTSOCK:
+    if err == errno.EBADF or err == errno.ENOTSOCK:
         return LISTENER_CLOSED
-    if err == EAGAIN or err == EWOULDBLOCK:
+    if err == errno.EAGAIN or err == errno.EWOULDBLOCK:
         return NOTHING_PENDING
     # The client's trouble (ECONNABORTED...) or a datagram error: nothing to
     # take now; the next readiness says whether anything else is waiting.

@@ -7,23 +7,6 @@
 # order.  The Python layer (fastserver/_plan.py) decides once per loop which
 # steps are still the defaults and says so in a Plan; this file only obeys.
 
-# What taking a request tells the loop about the listener: HANDLED,
-# BACK_OFF and LISTENER_CLOSED come from fastserver/_contract.py (read at
-# import, in _core.pyx); NOTHING_PENDING is the core's own: a non-blocking
-# receive found nothing, stop draining.
-cdef enum:
-    NOTHING_PENDING = 3
-
-cdef enum AcceptKind:
-    ACCEPT_CALL        # request, client_address = server.get_request()
-    ACCEPT_STREAM      # TCPServer.get_request: accept(2) here
-    ACCEPT_DATAGRAM    # UDPServer.get_request: recvfrom(2) here
-
-cdef enum ShutdownKind:
-    SHUTDOWN_CALL      # server.shutdown_request(request)
-    SHUTDOWN_STREAM    # TCPServer's: request.shutdown(SHUT_WR), request.close()
-    SHUTDOWN_NOTHING   # UDPServer's: nothing to shut down or close
-
 _ACCEPT_KINDS = {"call": ACCEPT_CALL, "stream": ACCEPT_STREAM, "datagram": ACCEPT_DATAGRAM}
 _SHUTDOWN_KINDS = {"call": SHUTDOWN_CALL, "stream": SHUTDOWN_STREAM, "nothing": SHUTDOWN_NOTHING}
 
@@ -34,25 +17,6 @@ cdef class LoopPlan:
     Read once from the plan when a loop starts; the fields mean what the
     plan's fields of the same names mean (fastserver/_contract.py).
     """
-    cdef readonly object plan            # the _contract.Plan it was read from
-    # The plan's fields, under the same names (tests/test_contract.py
-    # checks that every field of the contract's Plan is here).
-    cdef readonly object handle_one      # the user's _handle_request_noblock, or None
-    cdef readonly str accept, shutdown, overload
-    cdef readonly bint verify_default, process_default, finish_default
-    cdef readonly bint service_actions_default
-    cdef readonly bint tcp_nodelay       # set TCP_NODELAY on connections accepted here
-    cdef readonly object idle_timeout    # settimeout() of connections accepted here, or None
-    cdef readonly Py_ssize_t max_connections  # 0: no limit
-    cdef readonly object listener        # server.socket, for the C accept kinds
-    # Derived once, for the hot path.
-    cdef bint refuse_overload            # at the limit: handle_overload(), not wait
-    cdef bint wait_for_room              # at the limit: stop accepting
-    cdef object socket_class             # type(server.socket), to wrap accepted fds
-    cdef object family, type, proto
-    cdef int family_c, type_c, proto_c
-    cdef AcceptKind accept_kind
-    cdef ShutdownKind shutdown_kind
 
     def __init__(self, plan):
         self.plan = plan
@@ -88,19 +52,12 @@ cdef LoopPlan _CALL_EVERY_HOOK = LoopPlan(_contract.CALL_EVERY_HOOK)
 cdef class LoopState:
     """What one loop changes, read from the server's engine (its
     ``_contract.LoopState``) when the loop starts."""
-    cdef object connections              # the server's OpenConnections
-    cdef set open_set                    # connections.sockets
-    cdef Py_ssize_t prune_at             # connections.prune_at, cached
-    cdef list leftover_datagrams         # read by a loop that ended early; served first
 
     def __init__(self, state):
         self.connections = state.connections
         self.open_set = self.connections.sockets
         self.prune_at = self.connections.prune_at
         self.leftover_datagrams = state.leftover_datagrams
-
-
-cdef object _close_fd_of = _c_socket.socket.close  # what socket._real_close() calls
 
 
 cdef int _shutdown(server, LoopPlan plan, LoopState state, request) except -1:

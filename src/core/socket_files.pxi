@@ -9,15 +9,6 @@
 # They make the system calls themselves instead of going through
 # SocketIO.readinto and socket.sendall frames.
 
-import io as _io
-
-cdef object _socket_timeout = _socket.timeout
-cdef Py_ssize_t _DEFAULT_BUFFER_SIZE = _io.DEFAULT_BUFFER_SIZE
-
-cdef enum:
-    WOULD_BLOCK = -2   # a non-blocking socket had nothing: SocketIO returns None
-
-
 cdef int _raise_errno(int err) except -1:
     # OSError(errno, message) picks the subclass (ConnectionResetError...)
     # as PyErr_SetFromErrno does.
@@ -26,24 +17,24 @@ cdef int _raise_errno(int err) except -1:
 
 cdef int _wait_for(int fd, short events, double deadline) except -1:
     """poll(2) until ``fd`` is ready or ``deadline``: 1 ready, 0 timed out."""
-    cdef pollfd p
+    cdef poll.pollfd p
     cdef int n, ms
     cdef double remaining
     while True:
-        remaining = deadline - fs_monotonic()
+        remaining = deadline - compat.fs_monotonic()
         if remaining <= 0:
             return 0
         p.fd = fd
         p.events = events
         p.revents = 0
-        ms = fs_timeout_ms(remaining)
+        ms = compat.fs_timeout_ms(remaining)
         with nogil:
-            n = poll(&p, 1, ms)
+            n = poll.poll(&p, 1, ms)
         if n > 0:
             return 1
         if n == 0:
             continue  # the deadline check above decides
-        if errno != EINTR:
+        if errno.errno != errno.EINTR:
             PyErr_SetFromErrno(OSError)
         PyErr_CheckSignals()
 
@@ -57,23 +48,23 @@ cdef Py_ssize_t _sock_recv(object sock, char *dst, Py_ssize_t size) except -3:
     cdef ssize_t n
     cdef int err
     if fd < 0:
-        raise OSError(EBADF, "Bad file descriptor")
+        raise OSError(errno.EBADF, "Bad file descriptor")
     if timeout is not None:
         seconds = timeout
-        deadline = fs_monotonic() + seconds
+        deadline = compat.fs_monotonic() + seconds
     while True:
         if timeout is not None and seconds > 0:
-            if not _wait_for(fd, POLLIN, deadline):
+            if not _wait_for(fd, poll.POLLIN, deadline):
                 raise _socket_timeout("timed out")
         with nogil:
-            n = recv(fd, dst, size, 0 if timeout is None else MSG_DONTWAIT)
+            n = socket.recv(fd, dst, size, 0 if timeout is None else socket.MSG_DONTWAIT)
         if n >= 0:
             return n
-        err = errno
-        if err == EINTR:
+        err = errno.errno
+        if err == errno.EINTR:
             PyErr_CheckSignals()
             continue
-        if err == EAGAIN or err == EWOULDBLOCK:
+        if err == errno.EAGAIN or err == errno.EWOULDBLOCK:
             if timeout is not None and seconds > 0:
                 continue  # spurious readiness: wait again
             return WOULD_BLOCK
@@ -89,23 +80,24 @@ cdef int _sock_sendall(object sock, const char *data, Py_ssize_t size) except -1
     cdef int err
     cdef bint has_timeout = timeout is not None and timeout > 0
     if fd < 0:
-        raise OSError(EBADF, "Bad file descriptor")
+        raise OSError(errno.EBADF, "Bad file descriptor")
     if has_timeout:
-        deadline = fs_monotonic() + <double>timeout
+        deadline = compat.fs_monotonic() + <double>timeout
     while size > 0:
-        if has_timeout and not _wait_for(fd, POLLOUT, deadline):
+        if has_timeout and not _wait_for(fd, poll.POLLOUT, deadline):
             raise _socket_timeout("timed out")
         with nogil:
-            n = send(fd, data, size, MSG_NOSIGNAL | (0 if timeout is None else MSG_DONTWAIT))
+            n = socket.send(fd, data, size,
+                            socket.MSG_NOSIGNAL | (0 if timeout is None else socket.MSG_DONTWAIT))
         if n >= 0:
             data += n
             size -= n
             continue
-        err = errno
-        if err == EINTR:
+        err = errno.errno
+        if err == errno.EINTR:
             PyErr_CheckSignals()
             continue
-        if (err == EAGAIN or err == EWOULDBLOCK) and has_timeout:
+        if (err == errno.EAGAIN or err == errno.EWOULDBLOCK) and has_timeout:
             continue
         _raise_errno(err)
     return 0
@@ -117,11 +109,6 @@ cdef class SocketReader:
     Buffered data is ``buffer[start:end]``; the buffer grows for a long
     line or a large read() and shrinks back once drained.
     """
-    cdef object sock
-    cdef char *buffer
-    cdef Py_ssize_t capacity, start, end, default_capacity
-    cdef bint is_closed, timed_out
-    cdef Py_ssize_t max_line    # readline() with no size: LineTooLong beyond; -1: no limit
 
     def __cinit__(self, *args, **kwargs):
         # Takes anything: __init__ checks the arguments, and an object whose
@@ -308,7 +295,7 @@ cdef class SocketReader:
         if self.capacity - self.end >= room:
             return 0
         if self.start > 0:
-            memmove(self.buffer, self.buffer + self.start, used)
+            string.memmove(self.buffer, self.buffer + self.start, used)
             self.start, self.end = 0, used
             if self.capacity - self.end >= room:
                 return 0
@@ -382,7 +369,8 @@ cdef class SocketReader:
             span = self.end - self.start
             if limit >= 0 and span > limit:
                 span = limit
-            newline = <char *>memchr(self.buffer + self.start + scanned, b'\n', span - scanned)
+            newline = <char *>string.memchr(self.buffer + self.start + scanned, b'\n',
+                                            span - scanned)
             if newline != NULL:
                 return self._take(newline - (self.buffer + self.start) + 1)
             scanned = span
@@ -419,7 +407,7 @@ cdef class SocketReader:
                             return None
                         break
             n = min(view.len, self.end - self.start)
-            memcpy(view.buf, self.buffer + self.start, n)
+            string.memcpy(view.buf, self.buffer + self.start, n)
             self.start += n
             if self.start == self.end:
                 self._drained()
@@ -431,8 +419,6 @@ cdef class SocketReader:
 cdef class SocketWriter:
     """The stdlib's ``socketserver._SocketWriter`` in C: an unbuffered
     binary writer whose write() is ``sock.sendall()``."""
-    cdef object sock
-    cdef bint is_closed
 
     def __init__(self, sock):
         self.sock = sock
