@@ -152,8 +152,10 @@ deps=(build-essential pkg-config xz-utils libssl-dev zlib1g-dev libffi-dev libbz
       liblzma-dev libsqlite3-dev libreadline-dev libncurses-dev uuid-dev)
 missing=()
 for p in "${deps[@]}"; do
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' \
-        || missing+=("$p")
+    # Captured, not piped into grep -q: with pipefail an early grep exit
+    # could make an installed package look missing.
+    state=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [ "$state" = "install ok installed" ] || missing+=("$p")
 done
 if ((${#missing[@]})); then
     if [ "$(id -u)" -ne 0 ]; then
