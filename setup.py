@@ -123,7 +123,7 @@ def extensions():
         compiler_directives={
             "language_level": "3",
             "embedsignature": True,
-            "freethreading_compatible": False,
+            "freethreading_compatible": True,
         },
         annotate=bool(os.environ.get("FASTSERVER_ANNOTATE")),
     )

@@ -53,6 +53,8 @@ cdef extern from *:
 
     static PyObject *fs_socket_from_fd(PyObject *cls, int fd, int family, int type, int proto)
     {
+        /* Set by the first call, which is _check_socket_layout()'s at import
+         * (one thread): later calls, from any thread, only read it. */
         static PyObject *no_args = NULL;
         PyTypeObject *tp = (PyTypeObject *)cls;
         if (no_args == NULL && (no_args = PyTuple_New(0)) == NULL)

@@ -108,7 +108,7 @@ cdef class AcceptGate:
         if self.waiting_for_room:
             if len(self.open_set) >= self.max_connections:
                 return False
-            self.connections.waiting_for_room = False
+            self.connections.stop_waiting()
             self.waiting_for_room = False
         elif compat.fs_monotonic() < self.resume_at:
             return False
@@ -118,13 +118,11 @@ cdef class AcceptGate:
 
     cdef bint full(self) except -1:
         """At max_connections with overload "wait"?  Then close, waiting for
-        room.  Says so to the closers first, then looks again, so a
-        connection closed in between is never missed."""
+        room: the registry says so to the closers and looks again under its
+        lock, so a connection closed in between is never missed."""
         if self.open_set is None or len(self.open_set) < self.max_connections:
             return False
-        self.connections.waiting_for_room = True
-        if len(self.open_set) < self.max_connections:
-            self.connections.waiting_for_room = False
+        if not self.connections.wait_for_room(self.max_connections):
             return False
         self.waiting_for_room = True
         self._close()
@@ -146,7 +144,7 @@ cdef class AcceptGate:
     cdef int release(self) except -1:
         """The loop ends: nobody waits for room any more."""
         if self.waiting_for_room:
-            self.connections.waiting_for_room = False
+            self.connections.stop_waiting()
         return 0
 
     cdef int _close(self) except -1:

@@ -154,7 +154,8 @@ cdef class SocketReader:
 
     @property
     def name(self):
-        return -1 if self.is_closed else self.sock.fileno()
+        with self.lock:
+            return -1 if self.is_closed else self.sock.fileno()
 
     def readable(self):
         self._check_open("I/O operation on closed file.")
@@ -173,15 +174,17 @@ cdef class SocketReader:
         return False
 
     def fileno(self):
-        self._check_open("I/O operation on closed file.")
-        return self.sock.fileno()
+        with self.lock:
+            self._check_open("I/O operation on closed file.")
+            return self.sock.fileno()
 
     def close(self):
-        if self.is_closed:
-            return
-        self.is_closed = True
-        self.start = self.end = 0
-        sock, self.sock = self.sock, None
+        with self.lock:
+            if self.is_closed:
+                return
+            self.is_closed = True
+            self.start = self.end = 0
+            sock, self.sock = self.sock, None
         sock._decref_socketios()
 
     def detach(self):
@@ -206,35 +209,39 @@ cdef class SocketReader:
 
     def read(self, size=-1):
         cdef Py_ssize_t n = -1 if size is None else size
-        self._check_open("read of closed file")
-        if n < -1:
-            raise ValueError("read length must be non-negative or -1")
-        if n < 0:
-            return self._read_all()
-        return self._read_exactly(n)
+        with self.lock:
+            self._check_open("read of closed file")
+            if n < -1:
+                raise ValueError("read length must be non-negative or -1")
+            if n < 0:
+                return self._read_all()
+            return self._read_exactly(n)
 
     def read1(self, Py_ssize_t size=-1):
-        cdef Py_ssize_t got
-        self._check_open("read of closed file")
-        if size < 0:
-            size = self.default_capacity
-        if size == 0:
-            return b""
-        if self.end == self.start:
-            self._fill(size)  # WOULD_BLOCK leaves it empty: b"", as BufferedReader
-        return self._take(min(size, self.end - self.start))
+        with self.lock:
+            self._check_open("read of closed file")
+            if size < 0:
+                size = self.default_capacity
+            if size == 0:
+                return b""
+            if self.end == self.start:
+                self._fill(size)  # WOULD_BLOCK leaves it empty: b"", as BufferedReader
+            return self._take(min(size, self.end - self.start))
 
     def readinto(self, b):
-        return self._readinto(b, False)
+        with self.lock:
+            return self._readinto(b, False)
 
     def readinto1(self, b):
-        return self._readinto(b, True)
+        with self.lock:
+            return self._readinto(b, True)
 
     def peek(self, Py_ssize_t size=0):
-        self._check_open("peek of closed file")
-        if self.end == self.start:
-            self._fill(self.default_capacity)
-        return self.buffer[self.start:self.end]
+        with self.lock:
+            self._check_open("peek of closed file")
+            if self.end == self.start:
+                self._fill(self.default_capacity)
+            return self.buffer[self.start:self.end]
 
     @property
     def max_line_length(self):
@@ -242,23 +249,25 @@ cdef class SocketReader:
 
     def readline(self, size=-1):
         cdef Py_ssize_t limit = -1 if size is None else size
-        self._check_open("readline of closed file")
-        if limit < 0:
-            return self._bounded_readline()
-        return self._readline(limit)
+        with self.lock:
+            self._check_open("readline of closed file")
+            if limit < 0:
+                return self._bounded_readline()
+            return self._readline(limit)
 
     def readlines(self, hint=-1):
         cdef Py_ssize_t total = 0, limit = -1 if hint is None else hint
         lines = []
-        self._check_open("readline of closed file")
-        while True:
-            line = self._bounded_readline()
-            if not line:
-                return lines
-            lines.append(line)
-            total += len(line)
-            if 0 < limit < total:  # io's rule: stop once the total exceeds hint
-                return lines
+        with self.lock:
+            self._check_open("readline of closed file")
+            while True:
+                line = self._bounded_readline()
+                if not line:
+                    return lines
+                lines.append(line)
+                total += len(line)
+                if 0 < limit < total:  # io's rule: stop once the total exceeds hint
+                    return lines
 
     def __repr__(self):
         return f"<fastserver SocketReader name={self.name!r}>"
@@ -451,7 +460,8 @@ cdef class SocketWriter:
         cdef Py_buffer view
         PyObject_GetBuffer(b, &view, PyBUF_SIMPLE)
         try:
-            _sock_sendall(self.sock, <const char *>view.buf, view.len)
+            with self.lock:
+                _sock_sendall(self.sock, <const char *>view.buf, view.len)
             return view.len
         finally:
             PyBuffer_Release(&view)

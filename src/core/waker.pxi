@@ -11,8 +11,10 @@ cdef int _set_cloexec_nonblock(int fd) except -1:
 cdef class Waker:
     """A wake-up fd: an eventfd on Linux, a self-pipe elsewhere.
 
-    ``wake()`` keeps the GIL so that it cannot race ``close()``: once closed,
-    the fd number may belong to someone else and must never be written.
+    ``wake()`` and ``close()`` hold the waker's lock (the GIL is not enough
+    on free-threaded Python): once closed, the fd number may belong to
+    someone else and must never be written.  The write never blocks (the
+    fd is non-blocking), so the lock is held for a moment only.
     """
 
     def __cinit__(self):
@@ -35,9 +37,10 @@ cdef class Waker:
 
     def wake(self):
         cdef uint64_t one = 1
-        if self.write_fd >= 0:
-            # EAGAIN means wake-ups are already pending: nothing is lost.
-            unistd.write(self.write_fd, &one, sizeof(one) if compat.FS_HAVE_EVENTFD else 1)
+        with self.lock:
+            if self.write_fd >= 0:
+                # EAGAIN means wake-ups are already pending: nothing is lost.
+                unistd.write(self.write_fd, &one, sizeof(one) if compat.FS_HAVE_EVENTFD else 1)
 
     def drain(self):
         self._drain()
@@ -50,11 +53,12 @@ cdef class Waker:
             pass
 
     def close(self):
-        if self.read_fd >= 0:
-            unistd.close(self.read_fd)
-            if self.write_fd != self.read_fd:
-                unistd.close(self.write_fd)
-        self.read_fd = self.write_fd = -1
+        with self.lock:
+            if self.read_fd >= 0:
+                unistd.close(self.read_fd)
+                if self.write_fd != self.read_fd:
+                    unistd.close(self.write_fd)
+            self.read_fd = self.write_fd = -1
 
     def __dealloc__(self):
         self.close()

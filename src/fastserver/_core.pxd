@@ -9,6 +9,8 @@
 # changes, which cythonize would not notice on its own.
 #
 # Fields are declared in the order of the object's memory layout; keep it.
+cimport cython
+
 from includes cimport compat, poll
 
 
@@ -18,6 +20,9 @@ cdef class Waker:
     # Both -1 once closed.  Linux: one eventfd, both fields the same fd.
     cdef int read_fd                # what the loop watches: the eventfd, or the pipe's read end
     cdef int write_fd               # what wake() writes to: the eventfd, or the pipe's write end
+    # Held by wake() and close(): without the GIL (free-threaded Python) a
+    # wake() could otherwise write to an fd number close() just released.
+    cdef cython.pymutex lock
 
     cdef void _drain(self) noexcept
 
@@ -146,6 +151,10 @@ cdef class SocketReader:
     cdef bint is_closed             # close() was called
     cdef bint timed_out             # a recv timed out: reads fail from now on, as SocketIO's
     cdef Py_ssize_t max_line        # readline() with no size: LineTooLong beyond; -1: no limit
+    # Held by every method that reads or changes the fields above, across
+    # its recv() too (which runs without the GIL), as io.BufferedReader's
+    # lock is: a reader shared by two threads never corrupts its buffer.
+    cdef cython.pymutex lock
 
     cdef int _check_open(self, str message) except -1
     cdef bytes _take(self, Py_ssize_t n)
@@ -162,5 +171,8 @@ cdef class SocketReader:
 cdef class SocketWriter:
     cdef object sock                # the socket written to
     cdef bint is_closed             # close() was called (writes go on: the socket decides)
+    # Held by write() for the whole sendall(): writes from two threads
+    # sharing one wfile arrive whole, one after the other.
+    cdef cython.pymutex lock
 
     cdef int _check_open(self) except -1

@@ -243,7 +243,8 @@ class AcceptGate:
             assert self.connections is not None  # full() closed the gate
             if len(self.connections) >= self.max_connections:
                 return False
-            self.connections.waiting_for_room = self.waiting_for_room = False
+            self.connections.stop_waiting()
+            self.waiting_for_room = False
         elif monotonic() < self.resume_at:
             return False
         self._open()
@@ -251,14 +252,12 @@ class AcceptGate:
 
     def full(self) -> bool:
         """At max_connections with overload "wait"?  Then close, waiting for
-        room.  Says so to the closers first, then looks again, so a
-        connection closed in between is never missed."""
+        room: the registry says so to the closers and looks again under its
+        lock, so a connection closed in between is never missed."""
         connections = self.connections
         if connections is None or len(connections) < self.max_connections:
             return False
-        connections.waiting_for_room = True
-        if len(connections) < self.max_connections:
-            connections.waiting_for_room = False
+        if not connections.wait_for_room(self.max_connections):
             return False
         self.waiting_for_room = True
         self._close()
@@ -280,7 +279,7 @@ class AcceptGate:
     def release(self) -> None:
         """The loop ends: nobody waits for room any more."""
         if self.waiting_for_room and self.connections is not None:
-            self.connections.waiting_for_room = False
+            self.connections.stop_waiting()
 
     def _open(self) -> None:
         self.poller.register(self.listen_fd)

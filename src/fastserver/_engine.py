@@ -122,14 +122,34 @@ class ServerEngine:
                     self.waker.close()
 
 
+# Making a server's engine is check-then-act: two threads (a loop starting,
+# a drain()) must not make two, one of which would go unwoken.  Rare, so
+# one lock for all servers; replaced in a forked child, where another
+# thread may have held it at the moment of the fork.
+_engines_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _engines_lock
+    _engines_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def engine_for(server: Any) -> ServerEngine:
     """The server's engine, made on first use (and anew in a forked child)."""
     engine: ServerEngine | None = server.__dict__.get("_fastserver_engine")
-    if engine is None or engine.pid != os.getpid() or engine.core is not core:
-        if engine is not None and engine.pid == os.getpid():
-            engine.close()  # the core was switched (tests do): retire the old waker
-        engine = server.__dict__["_fastserver_engine"] = ServerEngine(core)
-    return engine
+    if engine is not None and engine.pid == os.getpid() and engine.core is core:
+        return engine
+    with _engines_lock:
+        engine = server.__dict__.get("_fastserver_engine")
+        if engine is None or engine.pid != os.getpid() or engine.core is not core:
+            if engine is not None and engine.pid == os.getpid():
+                engine.close()  # the core was switched (tests do): retire the old waker
+            engine = server.__dict__["_fastserver_engine"] = ServerEngine(core)
+        return engine
 
 
 def _engine_in_this_process(server: Any) -> ServerEngine | None:

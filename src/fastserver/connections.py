@@ -8,6 +8,12 @@ overrides bypass those two methods simply does not count those connections.
 
 One registry per server and per process (it lives in the server's engine):
 a forked child counts its own.
+
+Threads meet here: the loop adds, handler threads discard, ``drain()`` waits.
+Each operation on the set is atomic (with or without the GIL); the two
+hand-offs that pair a flag with the set's size (the loop waiting for room,
+``drain()`` waiting for the set to empty) take ``_lock`` on both sides, so
+that without the GIL neither side can miss the other's last change.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ class OpenConnections:
     set); everything that needs to wake somebody goes through the methods.
     """
 
-    __slots__ = ("sockets", "prune_at", "waiting_for_room", "_wake_loop", "_emptied")
+    __slots__ = ("sockets", "prune_at", "waiting_for_room", "_wake_loop", "_emptied", "_lock")
 
     #: Below this size the set is never pruned (see ``prune``).
     PRUNE_MIN = 1024
@@ -31,12 +37,12 @@ class OpenConnections:
     def __init__(self, wake_loop: Callable[[], None]) -> None:
         self.sockets: set[socket.socket] = set()
         self.prune_at = self.PRUNE_MIN
-        # Set by the loop when it stopped accepting at max_connections; a
-        # close then wakes it.  Read without a lock: the loop sets it before
-        # re-checking the count, and a closer discards before reading it.
+        # Set by the loop when it stopped accepting at max_connections
+        # (wait_for_room()); a close then wakes it.
         self.waiting_for_room = False
         self._wake_loop = wake_loop
         self._emptied: threading.Event | None = None  # while drain() waits
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.sockets)
@@ -49,11 +55,26 @@ class OpenConnections:
 
     def discard(self, sock: object) -> None:
         self.sockets.discard(sock)
-        if self.waiting_for_room:
-            self._wake_loop()
-        emptied = self._emptied
-        if emptied is not None and not self.sockets:
-            emptied.set()
+        with self._lock:
+            if self.waiting_for_room:
+                self._wake_loop()
+            emptied = self._emptied
+            if emptied is not None and not self.sockets:
+                emptied.set()
+
+    def wait_for_room(self, max_connections: int) -> bool:
+        """The loop's side: True, and the next close wakes the loop, when
+        ``max_connections`` are open; False when there is room after all."""
+        with self._lock:
+            if len(self.sockets) < max_connections:
+                return False
+            self.waiting_for_room = True
+            return True
+
+    def stop_waiting(self) -> None:
+        """The loop accepts again (or ends): closes need not wake it."""
+        with self._lock:
+            self.waiting_for_room = False
 
     def prune(self) -> int:
         """Forget sockets already closed elsewhere.
@@ -64,19 +85,23 @@ class OpenConnections:
         doubled since the last time keeps the cost amortised O(1).  Returns
         the size at which to prune next (the core keeps it).
         """
-        self.sockets.difference_update([s for s in self.sockets if s.fileno() < 0])
+        # A snapshot first: handler threads discard while we look.
+        self.sockets.difference_update([s for s in list(self.sockets) if s.fileno() < 0])
         self.prune_at = max(self.PRUNE_MIN, 2 * len(self.sockets))
         return self.prune_at
 
     def wait_until_empty(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` seconds for every connection to close."""
-        emptied = self._emptied = threading.Event()
-        try:
+        emptied = threading.Event()
+        with self._lock:
             if not self.sockets:
                 return True
+            self._emptied = emptied
+        try:
             return emptied.wait(timeout)
         finally:
-            self._emptied = None
+            with self._lock:
+                self._emptied = None
 
     def cut(self) -> int:
         """Shut every open connection down (both directions), so a handler
