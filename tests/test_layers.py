@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
@@ -209,6 +210,34 @@ def test_each_module_imports_alone(module):
     name = "fastserver" if module == "__init__" else f"fastserver.{module}"
     result = _run_isolated(f"import {name}")
     assert result.returncode == 0, result.stderr
+
+
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+@pytest.mark.skipif(not FREE_THREADED, reason="a free-threaded build only (3.13t and later)")
+@pytest.mark.parametrize("core", ["compiled", "twin"])
+def test_no_module_turns_the_gil_back_on(core):
+    """On a free-threaded build, importing any module of the package, with
+    either core, leaves the GIL off (and warns of nothing: -W error)."""
+    if core == "compiled" and _engine.compiled_core is None:
+        pytest.skip("compiled core not available")
+    names = ["fastserver" if m == "__init__" else f"fastserver.{m}"
+             for m in package_modules() if m != "__main__"]
+    if core == "twin":
+        names.remove("fastserver._core")
+    code = "import sys\n" + "".join(f"import {name}\n" for name in names) + (
+        "assert not sys._is_gil_enabled(), 'the GIL was turned back on'\n"
+        "import fastserver._engine as e\n"
+        "print(e.CORE_IMPLEMENTATION)\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHON_GIL", "FASTSERVER_NO_EXTENSIONS")}
+    if core == "twin":
+        env["FASTSERVER_NO_EXTENSIONS"] = "1"
+    result = subprocess.run([sys.executable, "-I", "-W", "error", "-c", code],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("c" if core == "compiled" else "python")
 
 
 @pytest.mark.skipif(_engine.compiled_core is None, reason="compiled core not available")
