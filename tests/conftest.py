@@ -71,9 +71,3 @@ def variant(request):
     """The name of the variant of the current ``ss``/``fs`` parameter."""
     return request.node.callspec.params.get("ss") or request.node.callspec.params.get("fs")
 
-
-def open_fds():
-    """The number of open file descriptors of this process: /proc/self/fd
-    on Linux, /dev/fd on macOS and the BSDs (it counts the directory's own
-    fd there, the same before and after)."""
-    return len(os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"))

@@ -16,12 +16,12 @@ import pytest
 
 from fastserver import inherit
 
-from conftest import open_fds
 from util import (
     HOST,
     TIMEOUT,
     VARIANT_IMPORT_SNIPPET,
     background_server,
+    open_fds,
     recv_until_eof,
     short_tmpdir,
     tcp_connect,

@@ -20,8 +20,7 @@ import fastserver
 from fastserver import _streams
 
 import util
-from conftest import open_fds
-from util import HOST, TIMEOUT, background_server, recv_until_eof, tcp_connect, wait_until
+from util import HOST, TIMEOUT, background_server, open_fds, recv_until_eof, tcp_connect, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -19,7 +19,7 @@ from fastserver import pool as pool_module
 from fastserver.pool import ThreadPoolMixIn, ThreadPoolTCPServer, ThreadPoolUDPServer
 
 import util
-from conftest import open_fds
+from util import open_fds
 
 HOST = util.HOST
 TIMEOUT = util.TIMEOUT

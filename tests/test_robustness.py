@@ -14,13 +14,13 @@ import textwrap
 
 import pytest
 
-from conftest import open_fds
 from hostile_util import ChildProcess
 from util import (
     HOST,
     TIMEOUT,
     VARIANT_IMPORT_SNIPPET,
     background_server,
+    open_fds,
     recv_until_eof,
     tcp_connect,
     variant_env,

@@ -21,11 +21,11 @@ import threading
 
 import pytest
 
-from conftest import open_fds
 from util import (
     HOST,
     TIMEOUT,
     background_server,
+    open_fds,
     reap_children,
     recv_until_eof,
     short_tmpdir,

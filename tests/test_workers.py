@@ -16,7 +16,7 @@ import time
 import pytest
 
 import util
-from conftest import open_fds
+from util import open_fds
 
 workers_module = pytest.importorskip("fastserver.workers")
 if not hasattr(workers_module, "PreforkMixIn"):

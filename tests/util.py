@@ -277,3 +277,16 @@ def reap_children():
         if pid == 0:
             return reaped
         reaped.append(pid)
+
+
+# ---------------------------------------------------------------------------
+# Resource counts, for any test module (moved here from conftest.py, which
+# pytest loads itself and which is not meant to be imported).
+# ---------------------------------------------------------------------------
+
+
+def open_fds():
+    """The number of open file descriptors of this process: /proc/self/fd
+    on Linux, /dev/fd on macOS and the BSDs (it counts the directory's own
+    fd there, the same before and after)."""
+    return len(_os.listdir("/proc/self/fd" if _os.path.isdir("/proc/self/fd") else "/dev/fd"))
