@@ -28,7 +28,8 @@ import sys
 import threading
 import time
 
-from util import HOST, TIMEOUT, VARIANT_IMPORT_SNIPPET, background_server, variant_env
+import variants
+from util import HOST, TIMEOUT, background_server
 
 # ---------------------------------------------------------------------------
 # Flavours and transports
@@ -479,7 +480,7 @@ def make_battery_server(module, spec):
 #: The child that serves one battery server: it prints ``READY {address,
 #: before}``, serves until its stdin says QUIT, then prints ``DONE {after}``
 #: (``before``/``after``: Snapshot.as_dict() around the server's life).
-SERVER_CHILD = VARIANT_IMPORT_SNIPPET + '''
+SERVER_CHILD = variants.CHILD_IMPORT + '''
 import json, sys, warnings
 warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
 import hostile_util as hu
@@ -623,7 +624,7 @@ class BatteryServer:
     def __enter__(self):
         if self.in_child:
             flavour_mixin(self.module, self.spec["flavour"])  # skip here if unavailable
-            env = variant_env(self.variant, extra_path=[TESTS_DIR])
+            env = variants.child_env(self.variant, extra_path=[TESTS_DIR])
             if self.spec["flavour"] == "workers":
                 env["FASTSERVER_TEST_LASTING_CHILDREN"] = "1"
             report_fd = self.spec.get("report_fd")

@@ -19,6 +19,7 @@ from fastserver import pool as pool_module
 from fastserver.pool import ThreadPoolMixIn, ThreadPoolTCPServer, ThreadPoolUDPServer
 
 import util
+import variants
 from util import open_fds
 
 HOST = util.HOST
@@ -768,7 +769,7 @@ def test_idle_workers_use_no_cpu(fs):
 def test_the_interpreter_exits_without_server_close(fs, variant):
     """Idle non-daemon workers wait for work for ever; they must not keep
     a program that forgot server_close() from ending."""
-    script = util.VARIANT_IMPORT_SNIPPET + """
+    script = variants.CHILD_IMPORT + """
 import socket
 from fastserver.pool import ThreadPoolTCPServer
 
@@ -782,7 +783,7 @@ with socket.create_connection(server.server_address) as client:
     assert client.recv(10) == b"ok"
 print(server.pool_status().workers, server.daemon_threads)
 """
-    result = subprocess.run([sys.executable, "-c", script], env=util.variant_env(variant),
+    result = subprocess.run([sys.executable, "-c", script], env=variants.child_env(variant),
                             capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "False"]

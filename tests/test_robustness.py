@@ -14,16 +14,15 @@ import textwrap
 
 import pytest
 
+import variants
 from hostile_util import ChildProcess
 from util import (
     HOST,
     TIMEOUT,
-    VARIANT_IMPORT_SNIPPET,
     background_server,
     open_fds,
     recv_until_eof,
     tcp_connect,
-    variant_env,
 )
 
 N = 200
@@ -309,7 +308,7 @@ def test_udp_no_fd_leak_and_errors(ss, cls):
 
 CHILD = (
     "import errno, os, resource, socket, sys, threading, time\n"
-    + VARIANT_IMPORT_SNIPPET
+    + variants.CHILD_IMPORT
     + textwrap.dedent(
         '''
         errors = []
@@ -382,7 +381,7 @@ def run_emfile_scenario(variant):
     CPU time for ~1 s, free the fds, and collect the clients' replies."""
     if variant in _emfile_results:
         return _emfile_results[variant]
-    child = ChildProcess(CHILD, variant_env(variant))
+    child = ChildProcess(CHILD, variants.child_env(variant))
     clients = []
     try:
         port = int(child.expect("PORT"))

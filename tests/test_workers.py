@@ -16,6 +16,7 @@ import time
 import pytest
 
 import util
+import variants
 from util import open_fds
 
 workers_module = pytest.importorskip("fastserver.workers")
@@ -574,7 +575,7 @@ def test_serve_forever_twice_at_once_is_an_error(fs):
 # ---------------------------------------------------------------------------
 # The supervisor's own process: SIGTERM and SIGKILL
 # ---------------------------------------------------------------------------
-SUPERVISOR_SCRIPT = util.VARIANT_IMPORT_SNIPPET + """
+SUPERVISOR_SCRIPT = variants.CHILD_IMPORT + """
 import os
 from fastserver import workers
 
@@ -591,13 +592,15 @@ print("serve_forever returned", flush=True)
 
 
 class Supervisor:
-    """A subprocess running SUPERVISOR_SCRIPT in its main thread."""
+    """A subprocess running SUPERVISOR_SCRIPT in its main thread, on the
+    variant the test names (its ``fs_native`` fixture only serves to name
+    one: each core on its native poller)."""
 
     def __init__(self, variant):
         self.proc = subprocess.Popen(
             [sys.executable, "-c", SUPERVISOR_SCRIPT],
             stdout=subprocess.PIPE,
-            env=util.variant_env(variant),
+            env=variants.child_env(variant),
         )
         try:
             self.port = int(self.proc.stdout.readline())
@@ -618,7 +621,7 @@ needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /
 
 
 @needs_proc
-def test_sigterm_to_the_supervisor_stops_everything(variant):
+def test_sigterm_to_the_supervisor_stops_everything(fs_native, variant):
     supervisor = Supervisor(variant)
     try:
         assert ask_pid((HOST, supervisor.port)) in supervisor.workers
@@ -631,7 +634,7 @@ def test_sigterm_to_the_supervisor_stops_everything(variant):
 
 
 @needs_proc
-def test_ctrl_c_in_the_supervisor_stops_the_workers_first(variant):
+def test_ctrl_c_in_the_supervisor_stops_the_workers_first(fs_native, variant):
     """KeyboardInterrupt leaves serve_forever() once the workers are gone."""
     supervisor = Supervisor(variant)
     try:
@@ -644,20 +647,10 @@ def test_ctrl_c_in_the_supervisor_stops_the_workers_first(variant):
 
 
 @needs_proc
-def test_workers_exit_when_the_supervisor_is_killed(variant):
+def test_workers_exit_when_the_supervisor_is_killed(fs_native, variant):
     supervisor = Supervisor(variant)
     try:
         assert ask_pid((HOST, supervisor.port)) in supervisor.workers
     finally:
         supervisor.kill()  # SIGKILL: no chance to stop its workers
     assert util.wait_until(lambda: all(exited(pid) for pid in supervisor.workers))
-
-
-@pytest.fixture(params=["c-epoll", "py"])
-def variant(request):
-    """The core a subprocess supervisor runs on."""
-    from fastserver import _engine
-
-    if request.param.startswith("c-") and _engine.compiled_core is None:
-        pytest.skip("compiled core not available")
-    return request.param

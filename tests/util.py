@@ -115,54 +115,6 @@ def fastserver_path():
     return _os.path.dirname(_os.path.dirname(_os.path.abspath(fastserver.__file__)))
 
 
-def variant_env(variant, extra_path=()):
-    """os.environ for a child process that runs the given variant.
-
-    PYTHONPATH lets the child import fastserver from where this process
-    did; the FASTSERVER_* variables of this process are passed through and
-    then adjusted for the variant: FASTSERVER_NO_EXTENSIONS=1 for "py",
-    FASTSERVER_POLLER=poll for "c-poll", neither for "c-epoll".
-    """
-    env = dict(_os.environ)
-    paths = list(extra_path)
-    fs_path = fastserver_path()
-    if fs_path:
-        paths.append(fs_path)
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = _os.pathsep.join(paths)
-    if variant == "py":
-        env["FASTSERVER_NO_EXTENSIONS"] = "1"
-        env.pop("FASTSERVER_POLLER", None)
-    elif variant == "c-poll":
-        env.pop("FASTSERVER_NO_EXTENSIONS", None)
-        env["FASTSERVER_POLLER"] = "poll"
-    elif variant == "c-epoll":
-        env.pop("FASTSERVER_NO_EXTENSIONS", None)
-        env.pop("FASTSERVER_POLLER", None)
-    env["FASTSERVER_TEST_VARIANT"] = variant
-    return env
-
-
-#: Python source that binds ``ss`` to the module under test in a child
-#: process, selecting the core the way conftest.py does, from the
-#: FASTSERVER_TEST_VARIANT variable set by variant_env().
-VARIANT_IMPORT_SNIPPET = '''
-import os as _os
-_variant = _os.environ["FASTSERVER_TEST_VARIANT"]
-if _variant == "stdlib":
-    import socketserver as ss
-else:
-    import fastserver as ss
-    from fastserver import _engine
-    if _variant.startswith("c-"):
-        assert _engine.compiled_core is not None, "compiled core missing"
-        _engine.use_core(_engine.compiled_core)
-    else:
-        _engine.use_core(_engine.python_core)
-'''
-
-
 # ---------------------------------------------------------------------------
 # Helpers for test_api.py, test_examples.py, test_hooks.py and
 # test_mixins.py.
