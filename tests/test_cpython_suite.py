@@ -3,8 +3,8 @@
 The running interpreter's copy of the test module is copied into a temporary
 directory with one change, ``import socketserver`` -> ``import fastserver as
 socketserver``, and run with ``python -m unittest`` in a child process whose
-environment selects the variant (FASTSERVER_NO_EXTENSIONS=1 for the twin,
-FASTSERVER_POLLER=poll for the compiled core on poll(2)).
+environment (variants.child_env) selects the variant: FASTSERVER_NO_EXTENSIONS=1
+for the twin, FASTSERVER_POLLER=poll for the compiled core on poll(2).
 """
 import importlib.util
 import re
