@@ -3,8 +3,8 @@ test_faults.py, test_leaks.py and bench/soak.py.
 
 - the flavour registry: every server flavour (sync, threading, forking,
   thread pool, multi-core workers) over every transport (TCP, UDP, Unix
-  stream, Unix datagram), with flavours that have not landed yet skipped
-  with the reason;
+  stream, Unix datagram); the thread pool and the workers exist only in
+  fastserver, and are skipped on the stdlib with the reason;
 - a report channel that handlers and ``handle_error`` write to from any
   thread or forked process, so a test sees what happened server-side even
   when the handler ran in a child;
@@ -35,8 +35,8 @@ from util import HOST, TIMEOUT, background_server
 # Flavours and transports
 # ---------------------------------------------------------------------------
 
-#: Every server flavour the battery runs.  "pool" and "workers" (issue 4)
-#: are skipped, with the reason, where their module does not import.
+#: Every server flavour the battery runs.  "pool" and "workers" are
+#: fastserver's own: the stdlib skips them, with the reason.
 FLAVOURS = ("sync", "threading", "forking", "pool", "workers")
 
 #: transport name -> the stdlib base class name.
@@ -56,7 +56,7 @@ FLAVOUR_ATTRIBUTES = {
     "workers": {"workers": 2},
 }
 
-# Where the flavours that are not in the stdlib live (issue 4).
+# Where the flavours that are not in the stdlib live.
 _EXTRA_FLAVOURS = {
     "pool": ("fastserver.pool", "ThreadPoolMixIn"),
     "workers": ("fastserver.workers", "PreforkMixIn"),
@@ -84,17 +84,16 @@ def flavour_mixin(module, flavour):
         return None
     if flavour == "threading":
         return module.ThreadingMixIn
+    if flavour in FORKING_FLAVOURS and not hasattr(os, "fork"):
+        skip("no os.fork() on this platform")
     if flavour == "forking":
-        if not hasattr(os, "fork"):
-            skip("no os.fork() on this platform")
         return module.ForkingMixIn
     module_name, class_name = _EXTRA_FLAVOURS[flavour]
     if is_stdlib(module):
         skip("the stdlib has no %s flavour" % flavour)
-    try:
-        return getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        skip("%s.%s is not available yet: %s" % (module_name, class_name, exc))
+    # Imported, not looked for: a flavour that was renamed or removed fails
+    # the battery instead of skipping it.
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def server_class(module, flavour, transport, base_extra=(), **attributes):
@@ -108,7 +107,18 @@ def server_class(module, flavour, transport, base_extra=(), **attributes):
     namespace = dict(FLAVOUR_ATTRIBUTES.get(flavour, {}))
     namespace.setdefault("request_queue_size", 128)  # no SYN drops under bursts
     namespace.update(attributes)
+    assert_settings_exist(bases, namespace)
     return type("%s_%s_server" % (flavour, transport.replace("-", "_")), bases, namespace)
+
+
+def assert_settings_exist(bases, settings):
+    """Each of ``settings`` is an attribute one of ``bases`` has.  The
+    battery sets them as class attributes: a setting that was renamed or
+    removed would otherwise be ignored without a word, and the test would
+    pass or fail for another reason."""
+    unknown = sorted(name for name in settings if not any(hasattr(base, name) for base in bases))
+    assert not unknown, "no such setting on %s: %s" % (
+        ", ".join(base.__name__ for base in bases), ", ".join(unknown))
 
 
 def server_address(transport, tmpdir, name="server.sock"):
@@ -290,6 +300,7 @@ def stream_echo_handler(module, timeout=None, report_each=False, **attributes):
                 send_report(report_fd, "flood-error:" + type(exc).__name__)
                 raise
 
+    assert_settings_exist((module.StreamRequestHandler,), attributes)
     StreamEcho.timeout = timeout
     for name, value in attributes.items():
         setattr(StreamEcho, name, value)

@@ -16,7 +16,6 @@ not import.  Servers of the flavours that fork run in a child process (see
 hostile_util.BatteryServer).  test_robustness.py has the older, TCP-only
 cases (raising handlers, fd counts per client kind, a real EMFILE).
 """
-import inspect
 import random
 import select
 import socket
@@ -244,8 +243,6 @@ def test_client_that_never_reads_meets_idle_timeout(fs_native, variant, tmpdir_s
     """With the server's ``idle_timeout`` and no handler timeout, the stuck
     write times out all the same."""
     fs = fs_native
-    if not hasattr(fs.TCPServer, "idle_timeout"):
-        pytest.skip("TCPServer.idle_timeout has not landed yet (issue 4, item 4)")
     with battery(fs, variant, "threading", "tcp", tmpdir_short, reports,
                  idle_timeout=STUCK_TIMEOUT) as server:
         with stream_connect("tcp", server.address) as lazy:
@@ -307,8 +304,6 @@ def test_slowloris_meets_idle_timeout(fs_native, variant, tmpdir_short, reports)
     """With ``idle_timeout`` every silent connection is closed by the
     server: the clients see EOF or a reset without doing anything."""
     fs = fs_native
-    if not hasattr(fs.TCPServer, "idle_timeout"):
-        pytest.skip("TCPServer.idle_timeout has not landed yet (issue 4, item 4)")
     with nofile_limit(4 * SLOWLORIS + 256):
         with battery(fs, variant, "threading", "tcp", tmpdir_short, reports,
                      request_queue_size=SLOWLORIS, idle_timeout=0.5) as server:
@@ -334,8 +329,6 @@ def test_connection_flood_meets_max_connections(fs_native, variant, flavour, tmp
     once, so no handler thread is spent on them), and a well-behaved
     client is served as soon as the flood hangs up."""
     fs = fs_native
-    if not hasattr(fs.TCPServer, "max_connections"):
-        pytest.skip("TCPServer.max_connections has not landed yet (issue 4, item 4)")
     threads_before = thread_count()
     with battery(fs, variant, flavour, "tcp", tmpdir_short, reports,
                  request_queue_size=512, max_connections=20, overload="refuse") as server:
@@ -364,8 +357,6 @@ def test_drain_cuts_slowloris_at_the_deadline(fs_native, tmpdir_short, reports):
     returns once the deadline has passed, having cut them (their handlers
     end with EOF), and every handler thread is gone."""
     fs = fs_native
-    if "timeout" not in inspect.signature(fs.TCPServer.shutdown).parameters:
-        pytest.skip("shutdown(timeout=...) has not landed yet (issue 4, item 5)")
     threads_before = thread_count()
     cls = server_class(fs, "threading", "tcp", base_extra=(Reporting,), report_fd=reports.fd)
     server = cls(("127.0.0.1", 0), stream_echo_handler(fs, report_each=True))
@@ -421,8 +412,6 @@ def test_huge_line_without_newline_keeps_memory_bounded(fs_native, variant, flav
     LineTooLong, the handler fails, the server process stays small (its
     RSS is sampled every 5 ms while the line is sent) and serves on."""
     fs = fs_native
-    if not hasattr(fs.StreamRequestHandler, "max_line_length"):
-        pytest.skip("StreamRequestHandler.max_line_length has not landed yet (issue 4, item 4)")
     spec = {"flavour": flavour, "transport": transport, "tmpdir": tmpdir_short,
             "report_fd": reports.fd, "handler": {"kind": "stream", "timeout": TIMEOUT},
             "server": {}}
