@@ -383,14 +383,6 @@ def rss_bytes(pid="self"):
         return int(f.read().split()[1]) * PAGE_SIZE
 
 
-def thread_cpu_seconds(native_id, pid="self"):
-    """User+system CPU time of one thread of a process."""
-    with open("/proc/%s/task/%d/stat" % (pid, native_id)) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-
-
 class Snapshot:
     """fds, threads, children and RSS of a process at one moment."""
 

@@ -45,7 +45,6 @@ from hostile_util import (
     FORK_WARNING_FILTER,
     ChildProcess,
     fd_count,
-    thread_cpu_seconds,
 )
 from util import (
     HOST,
@@ -54,6 +53,7 @@ from util import (
     reap_children,
     recv_until_eof,
     tcp_connect,
+    thread_cpu_seconds,
     wait_until,
 )
 

@@ -242,3 +242,73 @@ def open_fds():
     on Linux, /dev/fd on macOS and the BSDs (it counts the directory's own
     fd there, the same before and after)."""
     return len(_os.listdir("/proc/self/fd" if _os.path.isdir("/proc/self/fd") else "/dev/fd"))
+
+
+# ---------------------------------------------------------------------------
+# CPU time of the threads a budget is about (test_loop.py, test_pool.py,
+# test_robustness.py's child, test_faults.py).
+# ---------------------------------------------------------------------------
+
+
+def thread_cpu_seconds(native_id, pid="self"):
+    """User+system CPU time of one thread of a process, from
+    /proc/PID/task/NATIVE_ID/stat (Linux)."""
+    with open("/proc/%s/task/%d/stat" % (pid, native_id)) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = _os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+class ThreadsCPU:
+    """The user+system CPU time some running threads (``threading.Thread``
+    objects) of this process use, so that a CPU budget for a server's loop
+    (and its workers) does not count the test's own client code::
+
+        with ThreadsCPU([loop_thread]) as cpu:
+            before = cpu.seconds()
+            ...
+            used = cpu.seconds() - before
+
+    On Linux each thread's /proc/self/task/<native_id>/stat is opened at
+    once and re-read in place: seconds() opens no fd, so it works in a
+    process that has used up its fds on purpose (test_robustness.py's
+    EMFILE child).  Elsewhere (macOS, the BSDs) no thread can read another
+    one's CPU time, and the whole process's (os.times()) stands in: more
+    than the threads', never less, so a budget kept there holds for the
+    threads too.
+    """
+
+    def __init__(self, threads):
+        self._fds = None
+        self._ticks = None
+        if _os.path.isdir("/proc/self/task"):
+            self._ticks = _os.sysconf("SC_CLK_TCK")
+            self._fds = []
+            try:
+                for thread in threads:
+                    path = "/proc/self/task/%d/stat" % thread.native_id
+                    self._fds.append(_os.open(path, _os.O_RDONLY))
+            except BaseException:
+                self.close()
+                raise
+
+    def seconds(self):
+        if self._fds is None:
+            times = _os.times()
+            return times.user + times.system
+        total = 0
+        for fd in self._fds:
+            fields = _os.pread(fd, 4096, 0).decode().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (ticks)
+        return total / self._ticks
+
+    def close(self):
+        for fd in self._fds or ():
+            _os.close(fd)
+        self._fds = [] if self._fds is not None else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
