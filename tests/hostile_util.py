@@ -1,5 +1,7 @@
-"""Shared pieces of the survival battery (issue 6): test_hostile.py,
-test_faults.py, test_leaks.py and bench/soak.py.
+"""Shared pieces of the survival battery, which checks that every server
+flavour outlives hostile clients and system faults and leaks nothing over
+long runs (README.md, "Tests"): test_hostile.py, test_faults.py,
+test_leaks.py and bench/soak.py.
 
 - the flavour registry: every server flavour (sync, threading, forking,
   thread pool, multi-core workers) over every transport (TCP, UDP, Unix

@@ -1,4 +1,4 @@
-"""System faults (issue 6, item 2): what the kernel can throw at a server.
+"""System faults: what the kernel can throw at a server, which must survive it.
 
 - accept() failing with ENFILE or ENOBUFS, and recvfrom() with
   ENOMEM: the loop backs off instead of spinning, and serves the waiting

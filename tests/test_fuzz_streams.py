@@ -1,4 +1,4 @@
-"""Replay the fuzzer's corpus (issue 6, item 5).
+"""Replay the fuzzer's corpus: a case tools/fuzz.py once found stays fixed.
 
 tools/fuzz.py drives the compiled rfile/wfile with random chunkings, buffer
 sizes, line limits, timeouts and interleaved calls, checks every result

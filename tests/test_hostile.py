@@ -1,5 +1,5 @@
-"""Hostile clients against every server flavour, over every transport
-(issue 6, item 1).
+"""Hostile clients against every server flavour, over every transport: no
+client, however it misbehaves, may stop a server from serving the next one.
 
 Each test drives one running server with clients that misbehave (garbage,
 half-close, connect-and-vanish, RST in the middle of a request or of a
@@ -11,8 +11,8 @@ and that the server gave back its fds, threads and child processes.
 
 The flavours come from hostile_util.FLAVOURS: sync, threading and forking
 run on the stdlib too (the reference behaviour); the thread pool and the
-multi-core workers of issue 4 are skipped, with the reason, where they do
-not import.  Servers of the flavours that fork run in a child process (see
+multi-core workers are fastserver's own, skipped on the stdlib with the
+reason.  Servers of the flavours that fork run in a child process (see
 hostile_util.BatteryServer).  test_robustness.py has the older, TCP-only
 cases (raising handlers, fd counts per client kind, a real EMFILE).
 """

@@ -1,4 +1,4 @@
-"""Inherited sockets (issue 4, item 6): ``from_socket()`` / ``from_fd()``
+"""Inherited sockets (docs/inherited-sockets.md): ``from_socket()`` / ``from_fd()``
 serve on a socket bound elsewhere, and ``inherit.listen_fds()`` takes the
 sockets of systemd socket activation, so a supervisor can restart the
 server without dropping the port.

@@ -1,4 +1,4 @@
-"""Nothing lost, nothing leaked (issue 6, item 3), the fast version:
+"""Nothing lost, nothing leaked: the survival battery's leak check, fast version:
 about 10,000 requests through each server flavour, over TCP, Unix stream
 sockets and UDP, on the compiled core and on the twin.
 

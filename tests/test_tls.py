@@ -1,4 +1,4 @@
-"""TLS for stream servers (issue 4, item 7): ``ssl_context`` wraps every
+"""TLS for stream servers (docs/tls.md): ``ssl_context`` wraps every
 accepted connection; the handshake runs where the request is served, bounded
 by ``ssl_handshake_timeout``; a failed handshake goes to
 ``handle_tls_error`` and never reaches the handler, the loop or other
