@@ -19,7 +19,7 @@ CORE_NAMES = {
 needs_compiled = pytest.mark.skipif(not variants.core_available("c"), reason=variants.UNAVAILABLE)
 
 #: Each core, with the ids these tests have always had ("compiled", "python").
-each_core = pytest.mark.parametrize("core_name", variants.CORES, ids=variants.CORE_LABELS.get)
+each_core = pytest.mark.parametrize("core_name", variants.core_params(ids=variants.CORE_LABELS))
 
 
 @each_core

@@ -79,7 +79,7 @@ def test_backend_from_environment(monkeypatch):
         poller.close()
 
 
-@pytest.mark.parametrize("core_name", CORES)
+@pytest.mark.parametrize("core_name", variants.core_params())
 def test_wait_readable(core_name):
     core = variants.core(core_name)
     a, b = socket.socketpair()
@@ -89,7 +89,7 @@ def test_wait_readable(core_name):
         assert core.wait_readable(a.fileno(), None) is True
 
 
-@pytest.mark.parametrize("core_name", CORES)
+@pytest.mark.parametrize("core_name", variants.core_params())
 def test_wait_survives_signals_and_runs_handlers(core_name):
     """EINTR is retried for what is left of the timeout; handlers run."""
     core = variants.core(core_name)
@@ -113,7 +113,7 @@ def test_wait_survives_signals_and_runs_handlers(core_name):
     assert seen
 
 
-@pytest.mark.parametrize("core_name", CORES)
+@pytest.mark.parametrize("core_name", variants.core_params())
 def test_signal_handler_exception_propagates(core_name):
     """Ctrl-C during a wait raises KeyboardInterrupt out of the wait."""
     core = variants.core(core_name)
@@ -140,7 +140,7 @@ def test_signal_handler_exception_propagates(core_name):
         b.close()
 
 
-@pytest.mark.parametrize("core_name", CORES)
+@pytest.mark.parametrize("core_name", variants.core_params())
 def test_waker_wakes_across_threads(core_name):
     core = variants.core(core_name)
     waker, poller = core.Waker(), core.Poller()
@@ -151,7 +151,7 @@ def test_waker_wakes_across_threads(core_name):
     waker.close()
 
 
-@pytest.mark.parametrize("core_name", CORES)
+@pytest.mark.parametrize("core_name", variants.core_params())
 def test_waker_fds_are_cloexec(core_name):
     core = variants.core(core_name)
     waker = core.Waker()

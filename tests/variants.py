@@ -12,7 +12,7 @@ socketserver's API, the *variants*:
 A fastserver variant is a *core* (``c``: the compiled ``fastserver._core``,
 ``py``: the twin ``fastserver._core_py``) and a poller backend.  Tests of
 the core's own building blocks (its poller, waker, readers) take the cores
-themselves: ``CORES`` and ``core(name)``.
+themselves: ``CORES``, ``core_params()`` and ``core(name)``.
 
 This module is the only place that selects a variant:
 
@@ -114,6 +114,18 @@ def core(name):
     if module is None:
         _skip(UNAVAILABLE)
     return module
+
+
+def core_params(ids=None):
+    """CORES as parameters for ``pytest.mark.parametrize``, each marked to
+    be skipped where that core cannot run (so that pytest reports the skip
+    at the test, not here); ``ids`` maps a core's name to the test id it
+    gets (default: the name)."""
+    import pytest
+
+    return [pytest.param(name, id=(ids or {}).get(name, name),
+                         marks=pytest.mark.skipif(not core_available(name), reason=UNAVAILABLE))
+            for name in CORES]
 
 
 def default_variant():
