@@ -16,7 +16,7 @@ import sys
 import pytest
 
 import util
-from conftest import open_fds
+from util import open_fds
 
 HOST = util.HOST
 MISSING = "<missing>"

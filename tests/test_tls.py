@@ -1,4 +1,4 @@
-"""TLS for stream servers (issue 4, item 7): ``ssl_context`` wraps every
+"""TLS for stream servers (docs/tls.md): ``ssl_context`` wraps every
 accepted connection; the handshake runs where the request is served, bounded
 by ``ssl_handshake_timeout``; a failed handshake goes to
 ``handle_tls_error`` and never reaches the handler, the loop or other
@@ -21,11 +21,11 @@ import threading
 
 import pytest
 
-from conftest import open_fds
 from util import (
     HOST,
     TIMEOUT,
     background_server,
+    open_fds,
     reap_children,
     recv_until_eof,
     short_tmpdir,
