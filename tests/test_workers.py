@@ -22,14 +22,13 @@ from util import open_fds
 if not hasattr(os, "fork"):  # fastserver.workers defines PreforkMixIn where there is fork()
     pytest.skip("no fork() here", allow_module_level=True)
 
-from fastserver import workers as workers_module
 from fastserver.servers import TCPServer
 from fastserver.workers import (
     PreforkMixIn,
     PreforkTCPServer,
     PreforkUDPServer,
 )
-from fastserver.workers import exits as workers_exits  # noqa: E402
+from fastserver.workers import exits as workers_exits
 
 HOST = util.HOST
 TIMEOUT = util.TIMEOUT
