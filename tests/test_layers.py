@@ -212,6 +212,43 @@ def test_each_module_imports_alone(module):
     assert result.returncode == 0, result.stderr
 
 
+def _init_imports():
+    """The modules ``__init__.py`` imports names from, in its order."""
+    with open(os.path.join(PACKAGE_DIR, "__init__.py"), encoding="utf-8") as file:
+        tree = ast.parse(file.read())
+    modules = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+                and node.module not in modules):
+            modules.append(node.module)
+    return modules
+
+
+@pytest.mark.parametrize("order", ["reversed", "as written"])
+def test_the_order_of_the_init_imports_does_not_matter(order):
+    """``__init__.py``'s imports, run in another order in a package whose
+    ``__init__`` does not run, import the same names: no module relies on
+    another having been imported first."""
+    modules = _init_imports()
+    assert "servers" in modules and "handlers" in modules
+    if order == "reversed":
+        modules.reverse()
+    code = (
+        "import os, sys, types\n"
+        "package = types.ModuleType('fastserver')\n"
+        "package.__path__ = [os.environ['FASTSERVER_PACKAGE_DIR']]\n"
+        "sys.modules['fastserver'] = package\n"
+        "import importlib\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module('fastserver.' + name)\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, FASTSERVER_PACKAGE_DIR=PACKAGE_DIR)
+    result = subprocess.run([sys.executable, "-I", "-W", "error", "-c", code],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0 and result.stdout == "ok\n", result.stderr
+
+
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
