@@ -35,9 +35,9 @@ import sys
 import threading
 from collections.abc import Callable
 from time import monotonic as time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _engine, inherit, tls
+from . import _engine, _settings, inherit, tls
 from ._contract import default_hook
 from ._sockets import is_ip_family, set_tcp_nodelay
 from .mixins import ThreadingMixIn
@@ -128,6 +128,12 @@ class BaseServer(_StdlibBaseServer):
     """
 
     timeout: float | None = None
+
+    # fastserver: the settings this class defines (see _settings.py): each
+    # may be set on a subclass or on the instance, and is checked when the
+    # class is defined and when the server is constructed.
+    _fastserver_settings: ClassVar[tuple[str, ...]] = ("overload", "ssl_handshake_timeout")
+
     # fastserver.tls: the bound, in seconds, on the TLS handshake that
     # finish_request() completes before the handler (None: the socket's own
     # timeout).  See TCPServer.ssl_context.
@@ -149,6 +155,12 @@ class BaseServer(_StdlibBaseServer):
         _BaseServer__shutdown_request: bool
         _BaseServer__is_shut_down: threading.Event
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """fastserver: a bad setting on the class fails where the class is
+        defined, not at its first request."""
+        super().__init_subclass__(**kwargs)
+        _settings.check_class(cls)
+
     def __init__(
         self,
         server_address: Address,
@@ -162,6 +174,10 @@ class BaseServer(_StdlibBaseServer):
         # stop serve_forever() from inside a handler.
         self.__is_shut_down = threading.Event()
         self.__shutdown_request = False
+        # fastserver: the settings, once the constructor's steps are done:
+        # here for a server of its own, after binding for a TCPServer.
+        if not isinstance(self, TCPServer):
+            _settings.check_instance(self)
 
     def server_activate(self) -> None:
         """Called by constructor to activate the server.  May be overridden."""
@@ -401,6 +417,9 @@ class TCPServer(BaseServer):
     # handle_tls_error().  Read when a loop starts.
     ssl_context: ssl.SSLContext | None = None
 
+    _fastserver_settings: ClassVar[tuple[str, ...]] = (
+        "tcp_nodelay", "max_connections", "idle_timeout", "ssl_context")
+
     # fastserver: a server on a socket bound elsewhere (a supervisor,
     # systemd socket activation; see fastserver/inherit.py).
     @classmethod
@@ -500,6 +519,13 @@ class TCPServer(BaseServer):
             except:  # as the stdlib: close on anything, then re-raise
                 self.server_close()
                 raise
+        # fastserver: the settings, once the stdlib's steps are done (a
+        # subclass's server_bind() or server_activate() may set some).
+        try:
+            _settings.check_instance(self)
+        except BaseException:
+            self.server_close()  # as above: no socket left behind
+            raise
 
     def server_bind(self) -> None:
         """Called by constructor to bind the socket.

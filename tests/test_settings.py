@@ -1,0 +1,241 @@
+"""fastserver's settings: checked where they are written.
+
+- Every setting is checked when the class is defined, when the server is
+  constructed and, set later, when the loop or the pool starts; the message
+  names the class and attribute, shows the value and says what is allowed
+  (TypeError for a wrong type, ValueError for a value out of range).
+  Never per request.
+
+Every test runs on each fastserver variant (the stdlib has none of this).
+"""
+import http.server
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import util
+import variants
+from util import HOST, TIMEOUT, background_server
+
+pytestmark = pytest.mark.timeout(120)
+
+HAS_FORK = hasattr(os, "fork")
+
+
+def make_class(fs, base, **attributes):
+    """A subclass of ``fs.<base>`` called MyServer (MyHandler for a
+    handler) with ``attributes``: defining it runs the class checks."""
+    if base == "PreforkTCPServer":
+        from fastserver.workers import PreforkTCPServer as base_class
+    else:
+        base_class = getattr(fs, base)
+    name = "MyHandler" if base.endswith("Handler") else "MyServer"
+    return type(name, (base_class,), attributes)
+
+
+# ---------------------------------------------------------------------------
+# The rules: every bad value of the new user's report, and its neighbours
+# ---------------------------------------------------------------------------
+
+#: (server class, setting, bad value, error, what the message says is allowed)
+BAD = [
+    ("ThreadPoolTCPServer", "max_workers", 0, ValueError, "an int >= 1"),
+    ("ThreadPoolTCPServer", "max_workers", -1, ValueError, "an int >= 1"),
+    ("ThreadPoolTCPServer", "max_workers", "many", TypeError, "an int >= 1"),
+    ("ThreadPoolTCPServer", "max_workers", 2.5, TypeError, "an int >= 1"),
+    ("ThreadPoolTCPServer", "max_workers", True, TypeError, "an int >= 1"),
+    ("ThreadPoolTCPServer", "max_queue", -1, ValueError, "None (4 per worker) or an int >= 0"),
+    ("ThreadPoolTCPServer", "overload", "explode", ValueError, "one of 'wait', 'refuse'"),
+    ("TCPServer", "overload", "explode", ValueError, "one of 'wait', 'refuse'"),
+    ("TCPServer", "max_connections", -1, ValueError, "None (no limit) or an int >= 1"),
+    ("TCPServer", "max_connections", 0, ValueError, "None (no limit) or an int >= 1"),
+    ("TCPServer", "max_connections", "10", TypeError, "None (no limit) or an int >= 1"),
+    ("TCPServer", "idle_timeout", -1, ValueError, "None (no timeout) or a number of seconds > 0"),
+    ("TCPServer", "idle_timeout", 0, ValueError, "None (no timeout) or a number of seconds > 0"),
+    ("TCPServer", "idle_timeout", float("nan"), ValueError,
+     "None (no timeout) or a number of seconds > 0"),
+    ("TCPServer", "idle_timeout", 1e300, ValueError,  # beyond what a socket's timeout holds
+     "None (no timeout) or a number of seconds > 0"),
+    ("TCPServer", "idle_timeout", "30", TypeError, "None (no timeout) or a number of seconds > 0"),
+    ("TCPServer", "ssl_handshake_timeout", 0, ValueError,
+     "None (the socket's own timeout) or a number of seconds > 0"),
+    ("TCPServer", "ssl_context", "yes please", TypeError, "None or an ssl.SSLContext"),
+    ("TCPServer", "tcp_nodelay", 1, TypeError, "True or False"),
+    ("TCPServer", "tcp_nodelay", None, TypeError, "True or False"),
+]
+if HAS_FORK:
+    BAD.append(("PreforkTCPServer", "workers", 0, ValueError, "an int >= 1"))
+
+BAD_IDS = ["%s.%s=%r" % (base, name, value) for base, name, value, _, _ in BAD]
+
+
+def message(owner, value, allowed):
+    """The pattern of a setting's error message."""
+    return "^%s must be %s, not %s$" % (re.escape(owner), re.escape(allowed),
+                                        re.escape(repr(value)))
+
+
+@pytest.mark.parametrize(("base", "name", "value", "error", "allowed"), BAD, ids=BAD_IDS)
+def test_a_bad_class_attribute_fails_where_the_class_is_defined(fs, base, name, value, error,
+                                                                allowed):
+    with pytest.raises(error, match=message("MyServer.%s" % name, value, allowed)):
+        make_class(fs, base, **{name: value})
+
+
+@pytest.mark.parametrize(("base", "name", "value", "error", "allowed"), BAD, ids=BAD_IDS)
+def test_a_bad_instance_attribute_fails_at_construction(fs, base, name, value, error, allowed):
+    """Set on the instance before the constructor runs (a subclass's
+    __init__ does that), a setting is checked with the rest."""
+
+    def __init__(self, address, handler):
+        setattr(self, name, value)
+        super(server_class, self).__init__(address, handler)
+
+    server_class = make_class(fs, base, __init__=__init__)
+    with pytest.raises(error, match=message("MyServer.%s" % name, value, allowed)):
+        server_class((HOST, 0), fs.StreamRequestHandler)
+
+
+@pytest.mark.parametrize(("base", "name", "value", "error", "allowed"),
+                         [bad for bad in BAD if bad[1] != "workers"],
+                         ids=[i for i in BAD_IDS if ".workers=" not in i])
+def test_a_bad_value_set_after_construction_fails_when_the_loop_starts(fs, base, name, value,
+                                                                       error, allowed):
+    """Not at every request: serve_forever() refuses it before serving.
+    (PreforkMixIn's supervisor checks ``workers`` itself: test_workers.py.)"""
+    with make_class(fs, base)((HOST, 0), fs.StreamRequestHandler) as server:
+        setattr(server, name, value)
+        with pytest.raises(error, match=message("MyServer.%s" % name, value, allowed)):
+            server.serve_forever(poll_interval=0.05)
+
+
+def test_a_property_is_checked_on_the_instance(fs):
+    """A setting computed per instance (a descriptor) is left alone when
+    the class is defined, and checked when the server is constructed."""
+
+    class MyServer(fs.TCPServer):
+        @property
+        def max_connections(self):
+            return self.wanted
+
+        def __init__(self, address, handler, wanted):
+            self.wanted = wanted
+            super().__init__(address, handler)
+
+    with MyServer((HOST, 0), fs.StreamRequestHandler, 10) as server:
+        assert server.max_connections == 10
+    with pytest.raises(ValueError, match=r"^MyServer\.max_connections must be None \(no limit\)"):
+        MyServer((HOST, 0), fs.StreamRequestHandler, 0)
+
+
+GOOD = [
+    ("ThreadPoolTCPServer", "max_workers", 1),
+    ("ThreadPoolTCPServer", "max_queue", 0),
+    ("ThreadPoolTCPServer", "max_queue", None),
+    ("ThreadPoolTCPServer", "overload", "refuse"),
+    ("TCPServer", "max_connections", None),
+    ("TCPServer", "max_connections", 1),
+    ("TCPServer", "idle_timeout", 30),
+    ("TCPServer", "idle_timeout", 0.25),
+    ("TCPServer", "idle_timeout", None),
+    ("TCPServer", "ssl_handshake_timeout", None),
+    ("TCPServer", "tcp_nodelay", False),
+    ("UDPServer", "overload", "refuse"),
+]
+
+
+@pytest.mark.parametrize(("base", "name", "value"), GOOD)
+def test_good_values_are_taken_as_given(fs, base, name, value):
+    server_class = make_class(fs, base, **{name: value})
+    with server_class((HOST, 0), fs.StreamRequestHandler) as server:
+        assert getattr(server, name) == value
+
+
+def test_ssl_context_must_be_a_server_side_context(fs):
+    import ssl
+
+    with pytest.raises(ValueError, match=r"^MyServer\.ssl_context is a client-side context"):
+        make_class(fs, "TCPServer", ssl_context=ssl.create_default_context())
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with make_class(fs, "TCPServer", ssl_context=server_side)((HOST, 0),
+                                                               fs.StreamRequestHandler) as server:
+        assert server.ssl_context is server_side
+    with pytest.raises(ValueError, match=r"^MyServer\.ssl_context is set, but TLS needs a stream"):
+        make_class(fs, "UDPServer", ssl_context=server_side)
+
+
+def test_ssl_context_none_is_checked_without_importing_ssl(fs_native, variant):
+    script = variants.CHILD_IMPORT + """
+import sys
+server = ss.TCPServer(("127.0.0.1", 0), ss.StreamRequestHandler)  # ssl_context = None
+server.server_close()
+print("ssl" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", script], env=variants.child_env(variant),
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------
+# The handler's max_line_length
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), (-5, ValueError),
+                                              ("64k", TypeError), (1.5, TypeError)])
+def test_max_line_length_fails_where_the_handler_is_defined(fs, value, error):
+    with pytest.raises(error, match=message("MyHandler.max_line_length", value,
+                                            "None (no limit) or an int >= 1")):
+        make_class(fs, "StreamRequestHandler", max_line_length=value)
+
+
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), ("64k", TypeError)])
+def test_max_line_length_set_on_the_instance_fails_at_setup_naming_it(fs, value, error):
+    errors = []
+
+    class MyHandler(fs.StreamRequestHandler):
+        def setup(self):
+            self.max_line_length = value
+            super().setup()
+
+        def handle(self):
+            self.wfile.write(self.rfile.readline())
+
+    class Server(fs.TCPServer):
+        def handle_error(self, request, client_address):
+            errors.append(sys.exc_info()[1])
+
+    with Server((HOST, 0), MyHandler) as server, background_server(server, close=False):
+        assert util.tcp_roundtrip(server.server_address, b"hi\n") == b""
+    assert len(errors) == 1
+    assert type(errors[0]) is error
+    assert str(errors[0]) == ("MyHandler.max_line_length must be None (no limit) or an int >= 1,"
+                              " not %r" % (value,))
+    assert errors[0].__suppress_context__  # the reader's own message is not shown
+
+
+def test_the_default_and_none_are_fine(fs):
+    class MyHandler(fs.StreamRequestHandler):
+        max_line_length = None
+
+    assert fs.StreamRequestHandler.max_line_length == 65536
+    assert MyHandler.max_line_length is None
+
+
+# ---------------------------------------------------------------------------
+# Mix-ins on servers that are not fastserver's
+# ---------------------------------------------------------------------------
+
+def test_the_pool_mixin_checks_its_settings_on_the_stdlibs_servers(fs):
+    with pytest.raises(ValueError, match=r"^PoolHTTPServer\.max_workers must be an int >= 1"):
+
+        class PoolHTTPServer(fs.ThreadPoolMixIn, http.server.HTTPServer):
+            max_workers = 0
+
+    class Fine(fs.ThreadPoolMixIn, http.server.HTTPServer):
+        max_workers = 2
+
+    assert Fine.max_workers == 2
