@@ -1,24 +1,30 @@
-"""fastserver's settings: checked where they are written.
+"""fastserver's settings: checked where they are written, and given by
+name to the constructor.
 
 - Every setting is checked when the class is defined, when the server is
   constructed and, set later, when the loop or the pool starts; the message
   names the class and attribute, shows the value and says what is allowed
   (TypeError for a wrong type, ValueError for a value out of range).
   Never per request.
+- The settings are keyword arguments of the servers' constructors, after
+  the stdlib's positional parameters, checked with the rest.
 
 Every test runs on each fastserver variant (the stdlib has none of this).
 """
 import http.server
 import os
 import re
+import socket
 import subprocess
 import sys
 
 import pytest
 
+from fastserver import _plan
+
 import util
 import variants
-from util import HOST, TIMEOUT, background_server
+from util import HOST, TIMEOUT, background_server, open_fds
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -239,3 +245,160 @@ def test_the_pool_mixin_checks_its_settings_on_the_stdlibs_servers(fs):
         max_workers = 2
 
     assert Fine.max_workers == 2
+
+
+# ---------------------------------------------------------------------------
+# Settings as keyword arguments
+# ---------------------------------------------------------------------------
+
+def test_keywords_become_instance_attributes(fs):
+    with fs.ThreadPoolTCPServer((HOST, 0), fs.StreamRequestHandler,
+                                max_workers=4, overload="refuse") as server:
+        assert (server.max_workers, server.overload) == (4, "refuse")
+        assert vars(server)["max_workers"] == 4
+        assert server.pool_status().max_workers == 4
+    assert fs.ThreadPoolTCPServer.overload == "wait"  # the class is untouched
+    with fs.TCPServer((HOST, 0), fs.StreamRequestHandler,
+                      max_connections=100, idle_timeout=30) as server:
+        plan = _plan.plan_for(server)
+        assert (plan.max_connections, plan.idle_timeout) == (100, 30)
+
+
+def test_keywords_serve(fs):
+    """A server configured by keywords serves by them: idle_timeout reaches
+    the connection."""
+    seen = []
+
+    class Handler(fs.BaseRequestHandler):
+        def handle(self):
+            seen.append(self.request.gettimeout())
+            self.request.sendall(b"ok")
+
+    with fs.ThreadPoolTCPServer((HOST, 0), Handler, max_workers=2, idle_timeout=7.5) as server:
+        with background_server(server, close=False):
+            assert util.tcp_roundtrip(server.server_address, b"") == b"ok"
+    assert seen == [7.5]
+
+
+def test_keywords_are_set_before_server_bind(fs):
+    """A subclass's server_bind() (http.server's reads its address there)
+    sees the keyword values."""
+    seen = []
+
+    class MyServer(fs.TCPServer):
+        def server_bind(self):
+            seen.append(self.idle_timeout)
+            super().server_bind()
+
+    with MyServer((HOST, 0), fs.StreamRequestHandler, idle_timeout=3) as server:
+        assert server.idle_timeout == 3
+    assert seen == [3]
+
+
+def test_bind_and_activate_keeps_its_place(fs):
+    server = fs.TCPServer((HOST, 0), fs.StreamRequestHandler, False, max_connections=3)
+    try:
+        assert server.socket.getsockname()[1] == 0  # not bound: the stdlib's positional
+        assert server.max_connections == 3
+    finally:
+        server.server_close()
+    with pytest.raises(TypeError):  # a setting cannot be passed by position
+        fs.TCPServer((HOST, 0), fs.StreamRequestHandler, True, 100)
+
+
+@pytest.mark.parametrize(("base", "name", "value", "error", "allowed"), BAD, ids=BAD_IDS)
+def test_a_bad_keyword_fails_at_construction_and_leaves_no_socket(fs, base, name, value, error,
+                                                                  allowed):
+    server_class = make_class(fs, base)
+    fds = open_fds()
+    with pytest.raises(error, match=message("MyServer.%s" % name, value, allowed)):
+        server_class((HOST, 0), fs.StreamRequestHandler, **{name: value})
+    assert open_fds() == fds
+
+
+def test_max_connections_zero_is_refused_not_read_as_no_limit(fs):
+    """0 once meant "no limit" in silence; None says that."""
+    with pytest.raises(ValueError, match=r"None \(no limit\) or an int >= 1, not 0$"):
+        fs.TCPServer((HOST, 0), fs.StreamRequestHandler, max_connections=0)
+    with fs.TCPServer((HOST, 0), fs.StreamRequestHandler, max_connections=None) as server:
+        assert _plan.plan_for(server).max_connections == 0  # the plan's "no limit"
+
+
+def test_an_unknown_keyword_is_a_type_error_naming_it(fs):
+    fds = open_fds()
+    with pytest.raises(TypeError, match=r"^TCPServer\(\) got an unexpected keyword argument "
+                                        r"'max_workers' \(its settings: idle_timeout, "
+                                        r"max_connections, overload, ssl_context, "
+                                        r"ssl_handshake_timeout, tcp_nodelay\)$"):
+        fs.TCPServer((HOST, 0), fs.StreamRequestHandler, max_workers=4)
+    with pytest.raises(TypeError, match=r"^ThreadPoolTCPServer\(\) got an unexpected keyword "
+                                        r"argument 'max_worker' "):
+        fs.ThreadPoolTCPServer((HOST, 0), fs.StreamRequestHandler, max_worker=4)
+    assert open_fds() == fds  # refused before any socket was made
+
+
+def test_a_datagram_server_refuses_stream_keywords(fs):
+    for name, value in (("max_connections", 10), ("idle_timeout", 5), ("tcp_nodelay", False)):
+        with pytest.raises(TypeError, match=r"^UDPServer\(\) got the keyword argument '%s', "
+                                            r"a setting of stream servers only$" % name):
+            fs.UDPServer((HOST, 0), fs.DatagramRequestHandler, **{name: value})
+    with fs.ThreadPoolUDPServer((HOST, 0), fs.DatagramRequestHandler,
+                                max_workers=2, overload="refuse") as server:
+        assert server.overload == "refuse"
+
+
+def test_a_server_of_its_own_checks_at_construction(fs):
+    """A BaseServer subclass that makes no socket (TCPServer checks after
+    binding; this one when BaseServer's constructor ends)."""
+
+    class MyServer(fs.BaseServer):
+        pass
+
+    server = MyServer(("nowhere", 0), fs.BaseRequestHandler, overload="refuse")
+    assert server.overload == "refuse"
+    with pytest.raises(ValueError, match=r"^MyServer\.ssl_handshake_timeout must be None"):
+        MyServer(("nowhere", 0), fs.BaseRequestHandler, ssl_handshake_timeout=-1)
+    with pytest.raises(TypeError, match=r"^MyServer\(\) got an unexpected keyword argument "
+                                        r"'idle_timeout' \(its settings: overload, "
+                                        r"ssl_handshake_timeout\)$"):
+        MyServer(("nowhere", 0), fs.BaseRequestHandler, idle_timeout=3)
+
+
+@pytest.mark.skipif(not HAS_FORK, reason="no fork()")
+def test_prefork_takes_workers_by_keyword(fs):
+    from fastserver.workers import PreforkMixIn
+
+    class Server(PreforkMixIn, fs.ThreadPoolTCPServer):
+        pass
+
+    with Server((HOST, 0), fs.StreamRequestHandler, workers=2, max_workers=3) as server:
+        assert (server.workers, server.max_workers) == (2, 3)
+
+
+def test_from_socket_takes_keywords(fs):
+    listener = socket.create_server((HOST, 0))
+    with fs.ThreadPoolTCPServer.from_socket(listener, fs.StreamRequestHandler,
+                                            max_workers=2) as server:
+        assert server.max_workers == 2 and server.socket is listener
+    listener = socket.create_server((HOST, 0))
+    with listener:
+        with pytest.raises(ValueError, match=r"^ThreadPoolTCPServer\.max_workers"):
+            fs.ThreadPoolTCPServer.from_socket(listener, fs.StreamRequestHandler, max_workers=0)
+        assert listener.getsockname()[1] > 0  # left untouched
+
+
+def test_subclasses_with_the_stdlibs_constructor_signature(fs):
+    """http.server's way: a subclass that adds to server_bind() and keeps
+    the stdlib's signature, made by from_socket()."""
+
+    class MyHTTPServer(fs.ThreadingTCPServer):
+        def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True):
+            super().__init__(server_address, RequestHandlerClass, bind_and_activate)
+
+        def server_bind(self):
+            super().server_bind()
+            self.server_name = "here"
+
+    listener = socket.create_server((HOST, 0))
+    with MyHTTPServer.from_socket(listener, http.server.BaseHTTPRequestHandler) as server:
+        assert server.server_name == "here" and server.socket is listener

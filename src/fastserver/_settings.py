@@ -2,16 +2,16 @@
 written once.
 
 A *setting* is an attribute a user sets to change what fastserver does:
-``max_workers``, ``idle_timeout``, ``ssl_context``... on a subclass or on
-an instance.  Each class lists the settings it defines in its own
-``_fastserver_settings``; a class has the settings of every class in its
-MRO (so a mix-in brings its own).
+``max_workers``, ``idle_timeout``, ``ssl_context``... on a subclass, on an
+instance, or (servers) as a keyword argument of the constructor.  Each class
+lists the settings it defines in its own ``_fastserver_settings``; a class
+has the settings of every class in its MRO (so a mix-in brings its own).
 
 The values are checked here, never per request:
 
 - when a class is defined (``__init_subclass__``): its values, so that a bad
   class attribute fails at import, at the line that defines the class;
-- when a server is constructed: what the instance sees;
+- when a server is constructed: what the instance sees, keywords included;
 - when a loop or a thread pool starts (``_plan.plan_for``, the pool, the
   supervisor): a value assigned after construction is refused there, once,
   instead of failing every request.
@@ -30,9 +30,40 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict
 
-from ._contract import check_overload
+from ._contract import Overload, check_overload
+
+if TYPE_CHECKING:
+    import ssl
+
+
+class Settings(TypedDict, total=False):
+    """The settings a server's constructor takes as keyword arguments (for
+    the type checker: a class takes only those it has, checked at run time)."""
+
+    # BaseServer
+    overload: Overload
+    ssl_handshake_timeout: float | None
+    # TCPServer (stream servers)
+    tcp_nodelay: bool
+    max_connections: int | None
+    idle_timeout: float | None
+    ssl_context: ssl.SSLContext | None
+    # ThreadPoolMixIn
+    max_workers: int
+    max_queue: int | None
+    # PreforkMixIn
+    workers: int
+
+
+#: Settings that mean something only on a stream server.  A datagram server
+#: inherits them from TCPServer as inert class attributes (as in the
+#: stdlib's hierarchy), but does not take them as keywords: asking a UDP
+#: server for a connection limit is a mistake worth saying.
+STREAM_ONLY = frozenset(
+    ("tcp_nodelay", "max_connections", "idle_timeout", "ssl_context", "ssl_handshake_timeout")
+)
 
 #: The longest timeout a socket takes (socket.settimeout() overflows
 #: beyond it); the same bound as threading's.
@@ -162,6 +193,10 @@ def settings_of(cls: type) -> list[str]:
     return names
 
 
+def _is_stream(obj: object) -> bool:
+    return getattr(obj, "socket_type", socket.SOCK_STREAM) == socket.SOCK_STREAM
+
+
 def _check(obj: object, owner_class: type, name: str, value: object) -> Any:
     owner = f"{owner_class.__name__}.{name}"
     value = RULES[name](value, owner)
@@ -202,3 +237,27 @@ def check_class(cls: type) -> None:
         if hasattr(type(value), "__get__"):
             continue
         _check(cls, cls, name, value)
+
+
+def apply_keywords(obj: object, keywords: Mapping[str, object]) -> None:
+    """Set the settings given to a server's constructor as keyword arguments
+    on ``obj`` (instance attributes, as if assigned before the constructor
+    ran); they are checked with the rest by check_instance().  TypeError
+    for a keyword that is not a setting of the class."""
+    if not keywords:
+        return
+    cls = type(obj)
+    known = settings_of(cls)
+    for name in keywords:
+        if name not in known:
+            raise TypeError(
+                f"{cls.__name__}() got an unexpected keyword argument {name!r} "
+                f"(its settings: {', '.join(sorted(known)) or 'none'})"
+            )
+        if name in STREAM_ONLY and not _is_stream(cls):
+            raise TypeError(
+                f"{cls.__name__}() got the keyword argument {name!r}, "
+                "a setting of stream servers only"
+            )
+    for name, value in keywords.items():
+        setattr(obj, name, value)

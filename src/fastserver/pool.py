@@ -368,7 +368,8 @@ class ThreadPoolMixIn(_ServerMixIn):
     _fastserver_pool_closed = False
 
     #: The settings above (see fastserver/_settings.py): checked when a
-    #: class is defined and when the server is constructed.
+    #: class is defined and when the server is constructed, and keyword
+    #: arguments of a fastserver server's constructor.
     _fastserver_settings: ClassVar[tuple[str, ...]] = ("max_workers", "max_queue", "overload")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -50,8 +50,9 @@ if TYPE_CHECKING:
     import ssl
     from socket import socket as SocketType
 
-    from typing_extensions import Self
+    from typing_extensions import Self, Unpack
 
+    from ._settings import Settings
     from ._typing import Address, InetAddress, RequestType, RetAddress, UnixAddress
 
 
@@ -130,8 +131,9 @@ class BaseServer(_StdlibBaseServer):
     timeout: float | None = None
 
     # fastserver: the settings this class defines (see _settings.py): each
-    # may be set on a subclass or on the instance, and is checked when the
-    # class is defined and when the server is constructed.
+    # may be set on a subclass, on the instance, or passed to the
+    # constructor as a keyword argument, and is checked when the class is
+    # defined and when the server is constructed.
     _fastserver_settings: ClassVar[tuple[str, ...]] = ("overload", "ssl_handshake_timeout")
 
     # fastserver.tls: the bound, in seconds, on the TLS handshake that
@@ -165,8 +167,14 @@ class BaseServer(_StdlibBaseServer):
         self,
         server_address: Address,
         RequestHandlerClass: Callable[[Any, RetAddress, Self], socketserver.BaseRequestHandler],
+        **settings: Unpack[Settings],
     ) -> None:
-        """Constructor.  May be extended, do not override."""
+        """Constructor.  May be extended, do not override.
+
+        fastserver: ``settings`` are the server's settings by name (the
+        class attributes, such as ``overload``); they become instance
+        attributes.  TypeError for a name that is not a setting of the class.
+        """
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         # The stdlib's private names, mangled the same way, because code in
@@ -174,8 +182,10 @@ class BaseServer(_StdlibBaseServer):
         # stop serve_forever() from inside a handler.
         self.__is_shut_down = threading.Event()
         self.__shutdown_request = False
-        # fastserver: the settings, once the constructor's steps are done:
+        # fastserver: before the subclass's steps (TCPServer's server_bind()
+        # reads settings), and checked once the constructor's steps are done:
         # here for a server of its own, after binding for a TCPServer.
+        _settings.apply_keywords(self, settings)
         if not isinstance(self, TCPServer):
             _settings.check_instance(self)
 
@@ -508,9 +518,14 @@ class TCPServer(BaseServer):
         server_address: InetAddress,
         RequestHandlerClass: Callable[[Any, RetAddress, Self], socketserver.BaseRequestHandler],
         bind_and_activate: bool = True,
+        **settings: Unpack[Settings],
     ) -> None:
-        """Constructor.  May be extended, do not override."""
-        BaseServer.__init__(self, server_address, RequestHandlerClass)
+        """Constructor.  May be extended, do not override.
+
+        fastserver: ``settings`` by name, as for BaseServer; keyword-only,
+        so the stdlib's positional ``bind_and_activate`` keeps its place.
+        """
+        BaseServer.__init__(self, server_address, RequestHandlerClass, **settings)
         self.socket = socket.socket(self.address_family, self.socket_type)
         if bind_and_activate:
             try:
@@ -677,6 +692,7 @@ if hasattr(socket, "AF_UNIX"):
                     [Any, RetAddress, Self], socketserver.BaseRequestHandler
                 ],
                 bind_and_activate: bool = True,
+                **settings: Unpack[Settings],
             ) -> None: ...
 
     class UnixDatagramServer(UDPServer):
@@ -693,6 +709,7 @@ if hasattr(socket, "AF_UNIX"):
                     [Any, RetAddress, Self], socketserver.BaseRequestHandler
                 ],
                 bind_and_activate: bool = True,
+                **settings: Unpack[Settings],
             ) -> None: ...
 
     class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer):

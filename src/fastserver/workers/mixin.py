@@ -99,7 +99,8 @@ if hasattr(os, "fork"):
         _fastserver_supervisor: _Supervisor | None = None
 
         #: The settings (fastserver/_settings.py): checked by the server
-        #: classes when a class is defined and a server constructed.
+        #: classes when a class is defined and a server constructed, and a
+        #: keyword argument of their constructors.
         _fastserver_settings: ClassVar[tuple[str, ...]] = ("workers",)
 
         def server_bind(self) -> None:
