@@ -11,6 +11,7 @@ name to the constructor.
 
 Every test runs on each fastserver variant (the stdlib has none of this).
 """
+import gc
 import http.server
 import os
 import re
@@ -24,7 +25,7 @@ from fastserver import _plan
 
 import util
 import variants
-from util import HOST, TIMEOUT, background_server, open_fds
+from util import HOST, TIMEOUT, background_server, open_fds, tcp_connect
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -402,3 +403,19 @@ def test_subclasses_with_the_stdlibs_constructor_signature(fs):
     listener = socket.create_server((HOST, 0))
     with MyHTTPServer.from_socket(listener, http.server.BaseHTTPRequestHandler) as server:
         assert server.server_name == "here" and server.socket is listener
+
+
+def test_from_fd_gives_the_fd_back_when_the_constructor_refuses(fs):
+    """As when the fd is not suitable: the caller's fd stays open, also once
+    the socket from_fd() made for it is collected."""
+    listener = socket.create_server((HOST, 0))
+    try:
+        with pytest.raises(ValueError, match=r"^ThreadPoolTCPServer\.max_workers") as info:
+            fs.ThreadPoolTCPServer.from_fd(listener.fileno(), fs.StreamRequestHandler,
+                                           max_workers=0)
+        del info  # nor does the socket from_fd made close it when collected
+        gc.collect()
+        with tcp_connect(listener.getsockname()):  # the caller's fd, still listening
+            pass
+    finally:
+        listener.close()

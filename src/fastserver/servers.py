@@ -495,10 +495,14 @@ class TCPServer(BaseServer):
         sock = socket.socket(fileno=fd)
         try:
             inherit.check_adoptable(sock, cls.socket_type, cls.address_family, cls.__name__)
+            return cls.from_socket(sock, RequestHandlerClass, *args, **kwargs)
         except BaseException:
-            sock.detach()  # give the fd back instead of closing it
+            # Give the fd back instead of closing it, unless the server had
+            # adopted it already (its server_close() then closed it): the
+            # constructor refuses bad arguments or settings before that.
+            if sock.fileno() != -1:
+                sock.detach()
             raise
-        return cls.from_socket(sock, RequestHandlerClass, *args, **kwargs)
 
     # The socket from_socket()/from_fd() gave the server: its server_bind()
     # must not bind it again, nor its server_activate() shrink the backlog
