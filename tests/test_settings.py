@@ -1,5 +1,5 @@
-"""fastserver's settings: checked where they are written, and given by
-name to the constructor.
+"""fastserver's settings: checked where they are written, given by name to
+the constructor, and typed.
 
 - Every setting is checked when the class is defined, when the server is
   constructed and, set later, when the loop or the pool starts; the message
@@ -8,6 +8,8 @@ name to the constructor.
   Never per request.
 - The settings are keyword arguments of the servers' constructors, after
   the stdlib's positional parameters, checked with the rest.
+- The type checker refuses a bad overload policy, a bad keyword and a bad
+  shutdown() timeout.
 
 Every test runs on each fastserver variant (the stdlib has none of this).
 """
@@ -18,6 +20,7 @@ import re
 import socket
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -419,3 +422,42 @@ def test_from_fd_gives_the_fd_back_when_the_constructor_refuses(fs):
             pass
     finally:
         listener.close()
+
+
+# ---------------------------------------------------------------------------
+# Types
+# ---------------------------------------------------------------------------
+
+def test_the_type_checker_refuses_what_would_fail(tmp_path):
+    """mypy --strict on a user's program: each line that would fail at run
+    time is an error, the good ones are not."""
+    api = pytest.importorskip("mypy.api")
+    program = tmp_path / "user.py"
+    program.write_text(textwrap.dedent("""\
+        import fastserver
+
+        class Exploding(fastserver.ThreadPoolTCPServer):
+            overload = "explode"  # line 4
+
+        class Refusing(fastserver.ThreadPoolTCPServer):
+            overload = "refuse"
+            max_workers = 8
+
+        def main() -> None:
+            handler = fastserver.StreamRequestHandler
+            server = fastserver.ThreadPoolTCPServer(("127.0.0.1", 0), handler,
+                                                    max_workers=4, overload="refuse")
+            server.shutdown(timeout="soon")  # line 14
+            server.shutdown(timeout=5.0)
+            fastserver.TCPServer(("127.0.0.1", 0), handler, idle_timeout="30")  # line 16
+            fastserver.TCPServer(("127.0.0.1", 0), handler, overload="explode")  # line 17
+            fastserver.TCPServer(("127.0.0.1", 0), handler, max_worker=3)  # line 18
+            fastserver.TCPServer(("127.0.0.1", 0), handler, max_connections=10, idle_timeout=30)
+            fastserver.UDPServer(("127.0.0.1", 0), handler, False, overload="wait")
+        """))
+    stdout, stderr, _ = api.run([str(program), "--strict", "--python-version", "3.10",
+                                 "--cache-dir", str(tmp_path / "cache"),
+                                 "--python-executable", sys.executable])
+    lines = sorted({int(line.split(":")[1]) for line in stdout.splitlines()
+                    if ": error:" in line})
+    assert lines == [4, 14, 16, 17, 18], stdout + stderr

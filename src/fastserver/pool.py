@@ -18,10 +18,12 @@ import socket
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from queue import SimpleQueue
-from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Union, cast
 
 from . import _settings
+from ._contract import Overload
 from .mixins import ThreadingMixIn
 from .servers import BaseServer, TCPServer, UDPServer
 
@@ -308,8 +310,8 @@ class _WorkerPool:
                 self._room.notify()
 
 
-def _overload_policy(server: ThreadPoolMixIn) -> str:
-    policy: str = _settings.check_setting(server, "overload")
+def _overload_policy(server: ThreadPoolMixIn) -> Overload:
+    policy: Overload = _settings.check_setting(server, "overload")
     return policy
 
 
@@ -357,7 +359,7 @@ class ThreadPoolMixIn(_ServerMixIn):
     #:             backlog (a request waiting when shutdown() is called is
     #:             refused instead, so that the loop can stop at once);
     #: "refuse" -- handle_overload() is called for the request.
-    overload = "wait"
+    overload: Overload = "wait"
     #: The workers' daemon flag, as in ThreadingMixIn.
     daemon_threads = False
     #: If true, server_close() waits until the non-daemon workers have run
@@ -404,21 +406,27 @@ class ThreadPoolMixIn(_ServerMixIn):
         """
         self.shutdown_request(request)
 
-    def shutdown(self, *args: Any, **kwargs: Any) -> None:
-        """Stop the serve_forever loop (see BaseServer.shutdown).
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop the serve_forever loop (see BaseServer.shutdown; the
+        ``timeout``, a graceful drain, needs fastserver's server classes).
 
         A request waiting for room in a full pool ("wait") is refused
         through handle_overload(), so that the loop stops now rather than
         when a worker frees up.
         """
         pool = self._live_thread_pool()
-        if pool is None:
-            return super().shutdown(*args, **kwargs)
-        pool.refuse_waits(True)
+        if pool is not None:
+            pool.refuse_waits(True)
         try:
-            return super().shutdown(*args, **kwargs)
+            if timeout is None:
+                super().shutdown()  # also the stdlib's servers' (no timeout there)
+            else:
+                # fastserver's BaseServer.shutdown(timeout); to the type
+                # checker the mix-in's base is the stdlib's BaseServer.
+                cast("Callable[[float], None]", super().shutdown)(timeout)
         finally:
-            pool.refuse_waits(False)
+            if pool is not None:
+                pool.refuse_waits(False)
 
     def server_close(self) -> None:
         """Close the server, then let the workers run the requests they

@@ -38,7 +38,7 @@ from time import monotonic as time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _engine, _settings, inherit, tls
-from ._contract import default_hook
+from ._contract import Overload, default_hook
 from ._sockets import is_ip_family, set_tcp_nodelay
 from .mixins import ThreadingMixIn
 
@@ -352,7 +352,7 @@ class BaseServer(_StdlibBaseServer):
     # "wait" -- stop accepting until there is room (new connections wait in
     # the kernel's backlog); "refuse" -- accept and hand the request to
     # handle_overload() instead of verify_request().
-    overload = "wait"
+    overload: Overload = "wait"
 
     def handle_overload(self, request: RequestType, client_address: RetAddress) -> None:
         """fastserver: called instead of the request chain when a limit is
