@@ -1,5 +1,5 @@
 """fastserver's settings: checked where they are written, given by name to
-the constructor, and typed.
+the constructor, typed, and the expected errors logged in one line.
 
 - Every setting is checked when the class is defined, when the server is
   constructed and, set later, when the loop or the pool starts; the message
@@ -10,17 +10,23 @@ the constructor, and typed.
   the stdlib's positional parameters, checked with the rest.
 - The type checker refuses a bad overload policy, a bad keyword and a bad
   shutdown() timeout.
+- The default handle_error() logs a timeout, a line too long and a client
+  that went away in one line each, and counts them; other errors keep the
+  stdlib's traceback, and a handle_error() override still sees them all.
 
 Every test runs on each fastserver variant (the stdlib has none of this).
 """
 import gc
 import http.server
+import logging
 import os
 import re
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -28,7 +34,7 @@ from fastserver import _plan
 
 import util
 import variants
-from util import HOST, TIMEOUT, background_server, open_fds, tcp_connect
+from util import HOST, TIMEOUT, background_server, open_fds, recv_until_eof, tcp_connect
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -461,3 +467,262 @@ def test_the_type_checker_refuses_what_would_fail(tmp_path):
     lines = sorted({int(line.split(":")[1]) for line in stdout.splitlines()
                     if ": error:" in line})
     assert lines == [4, 14, 16, 17, 18], stdout + stderr
+
+
+# ---------------------------------------------------------------------------
+# The expected errors: one line each, counted
+# ---------------------------------------------------------------------------
+
+def requests_log(caplog):
+    return [r for r in caplog.records if r.name == "fastserver.requests"]
+
+
+def check_one_line(caplog, level, pattern, client):
+    records = requests_log(caplog)
+    assert len(records) == 1, [r.getMessage() for r in records]
+    record = records[0]
+    assert record.levelno == level and record.exc_info is None
+    text = record.getMessage()
+    assert "\n" not in text
+    assert re.fullmatch(pattern % re.escape(described(client)), text), text
+
+
+def described(sockname):
+    """A client as the log lines write it (tls.describe_client)."""
+    host, port = sockname[:2]
+    return "%s:%d" % (host, port)
+
+
+def serve_one_silent_client(server):
+    """A client that connects and says nothing until the server closes it;
+    its address."""
+    with background_server(server, close=False):
+        with tcp_connect(server.server_address) as client:
+            address = client.getsockname()
+            assert recv_until_eof(client) == b""
+        # The connection is closed after handle_error() has run.
+        assert util.wait_until(lambda: sum(server.quiet_errors.values()) >= 1)
+    return address
+
+
+def test_quiet_errors_start_at_zero(fs):
+    with fs.TCPServer((HOST, 0), fs.StreamRequestHandler) as server:
+        assert server.quiet_errors == {"timeout": 0, "line_too_long": 0, "reset": 0}
+
+
+@pytest.mark.parametrize("path", ["core", "get_request override"])
+def test_an_idle_timeout_is_one_warning(fs, path, caplog, capfd):
+    class Handler(fs.StreamRequestHandler):
+        def handle(self):
+            self.rfile.readline()
+
+    class Server(fs.ThreadingTCPServer):
+        idle_timeout = 0.2
+        if path != "core":
+            def get_request(self):
+                return super().get_request()
+
+    with caplog.at_level(logging.INFO, logger="fastserver"):
+        with Server((HOST, 0), Handler) as server:
+            client = serve_one_silent_client(server)
+    check_one_line(caplog, logging.WARNING,
+                   r"%s timed out: no progress for 0\.2 s \(Server\.idle_timeout\)", client)
+    assert server.quiet_errors == {"timeout": 1, "line_too_long": 0, "reset": 0}
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_handlers_own_timeout_is_named(fs, caplog):
+    class MyHandler(fs.StreamRequestHandler):
+        timeout = 0.2
+
+        def handle(self):
+            self.rfile.readline()
+
+    with caplog.at_level(logging.INFO, logger="fastserver"):
+        with fs.TCPServer((HOST, 0), MyHandler, idle_timeout=30) as server:
+            client = serve_one_silent_client(server)
+    check_one_line(caplog, logging.WARNING,
+                   r"%s timed out: no progress for 0\.2 s \(MyHandler\.timeout\)", client)
+    assert server.quiet_errors["timeout"] == 1
+
+
+@pytest.mark.parametrize("error", [TimeoutError("the database did not answer"),
+                                   TimeoutError()],  # a future's result(timeout=...)
+                         ids=["message", "none"])
+def test_another_timeout_keeps_its_traceback(fs, error, caplog, capfd):
+    """A TimeoutError that is not a socket's (the handler's own wait on
+    something else) is an error like any other, on a connection with an
+    idle_timeout too."""
+
+    class Handler(fs.BaseRequestHandler):
+        def handle(self):
+            raise error
+
+    with caplog.at_level(logging.INFO, logger="fastserver"):
+        with fs.TCPServer((HOST, 0), Handler, idle_timeout=30) as server:
+            with background_server(server, close=False):
+                assert util.tcp_roundtrip(server.server_address, b"") == b""
+    err = capfd.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert ("TimeoutError: %s" % error).rstrip(": ") in err
+    assert requests_log(caplog) == []
+    assert server.quiet_errors["timeout"] == 0
+
+
+def test_a_line_too_long_is_one_warning(fs, caplog, capfd):
+    class MyHandler(fs.StreamRequestHandler):
+        max_line_length = 16
+
+        def handle(self):
+            self.wfile.write(self.rfile.readline())
+
+    with caplog.at_level(logging.INFO, logger="fastserver"):
+        with fs.TCPServer((HOST, 0), MyHandler) as server:
+            with background_server(server, close=False):
+                with tcp_connect(server.server_address) as client:
+                    address = client.getsockname()
+                    client.sendall(b"x" * 100 + b"\n")
+                    assert recv_until_eof(client) == b""
+                assert util.wait_until(lambda: server.quiet_errors["line_too_long"] == 1)
+    check_one_line(caplog, logging.WARNING,
+                   r"%s sent a line longer than 16 bytes \(MyHandler\.max_line_length\)", address)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("error", [ConnectionResetError, BrokenPipeError, ConnectionAbortedError])
+def test_a_client_that_went_away_is_one_info_line(fs, error, caplog, capfd):
+    class Handler(fs.BaseRequestHandler):
+        def handle(self):
+            raise error(104, "as the kernel says it")
+
+    with caplog.at_level(logging.INFO, logger="fastserver"):
+        with fs.TCPServer((HOST, 0), Handler) as server:
+            with background_server(server, close=False):
+                with tcp_connect(server.server_address) as client:
+                    address = client.getsockname()
+                    assert recv_until_eof(client) == b""
+                assert util.wait_until(lambda: server.quiet_errors["reset"] == 1)
+    check_one_line(caplog, logging.INFO,
+                   r"%s went away mid-request: " + error.__name__
+                   + r": \[Errno 104\] as the kernel says it", address)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_real_reset_is_counted(fs, caplog):
+    """A client that resets its connection (SO_LINGER 0) while the handler
+    writes to it."""
+    got_line, reset = threading.Event(), threading.Event()
+
+    class Handler(fs.StreamRequestHandler):
+        def handle(self):
+            self.rfile.readline()
+            got_line.set()
+            assert reset.wait(TIMEOUT)
+            for _ in range(1000):  # until the kernel reports the reset
+                self.wfile.write(b"x" * 65536)
+
+    with caplog.at_level(logging.INFO, logger="fastserver"):
+        with fs.ThreadingTCPServer((HOST, 0), Handler) as server:
+            with background_server(server, close=False):
+                client = tcp_connect(server.server_address)
+                client.sendall(b"go\n")
+                assert got_line.wait(TIMEOUT)
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                reset.set()
+                assert util.wait_until(lambda: server.quiet_errors["reset"] == 1)
+    (record,) = requests_log(caplog)
+    assert record.levelno == logging.INFO
+    assert "went away mid-request: " in record.getMessage()
+
+
+def test_other_errors_keep_the_stdlibs_traceback(fs, caplog, capfd):
+    class Handler(fs.BaseRequestHandler):
+        def handle(self):
+            raise ValueError("a bug")
+
+    with caplog.at_level(logging.INFO, logger="fastserver"):
+        with fs.TCPServer((HOST, 0), Handler) as server:
+            with background_server(server, close=False):
+                with tcp_connect(server.server_address) as client:
+                    address = client.getsockname()
+                    assert recv_until_eof(client) == b""
+    err = capfd.readouterr().err
+    assert "Exception occurred during processing of request from %r" % (address,) in err
+    assert "ValueError: a bug" in err
+    assert requests_log(caplog) == []
+    assert server.quiet_errors == {"timeout": 0, "line_too_long": 0, "reset": 0}
+
+
+def test_an_override_of_handle_error_sees_every_error(fs, caplog):
+    seen = []
+
+    class Handler(fs.StreamRequestHandler):
+        max_line_length = 4
+
+        def handle(self):
+            line = self.rfile.readline()
+            if line == b"reset\n":
+                raise ConnectionResetError("gone")
+            self.rfile.readline()  # silent: idle_timeout
+
+    class Server(fs.TCPServer):
+        idle_timeout = 0.2
+
+        def handle_error(self, request, client_address):
+            seen.append(type(sys.exc_info()[1]).__name__)
+
+    with caplog.at_level(logging.INFO, logger="fastserver"):
+        with Server((HOST, 0), Handler) as server, background_server(server, close=False):
+            assert util.tcp_roundtrip(server.server_address, b"far too long\n") == b""
+            assert util.tcp_roundtrip(server.server_address, b"ok\n") == b""
+    assert seen == ["LineTooLong", "TimeoutError"]
+    assert requests_log(caplog) == []
+    assert server.quiet_errors == {"timeout": 0, "line_too_long": 0, "reset": 0}
+
+
+def test_counting_is_exact_under_concurrency(fs, caplog):
+    """Many pool workers counting at once lose no count."""
+    count = 200
+
+    class Handler(fs.BaseRequestHandler):
+        def handle(self):
+            raise ConnectionResetError("gone")
+
+    with caplog.at_level(logging.WARNING, logger="fastserver"):  # INFO lines not kept
+        with fs.ThreadPoolTCPServer((HOST, 0), Handler, max_workers=8) as server:
+            with background_server(server, close=False):
+                for _ in range(count):
+                    with tcp_connect(server.server_address) as client:
+                        client.recv(1)
+                assert util.wait_until(lambda: server.quiet_errors["reset"] == count)
+    assert server.quiet_errors["reset"] == count
+
+
+def test_with_logging_unconfigured_a_timeout_is_one_line_on_stderr(fs_native, variant):
+    """What the new user sees: the program configures no logging; a silent
+    client costs one line on stderr, and a client reset none (INFO)."""
+    script = variants.CHILD_IMPORT + """
+import socket
+
+class Handler(ss.StreamRequestHandler):
+    def handle(self):
+        if self.rfile.readline() == b"reset\\n":
+            raise ConnectionResetError("gone")
+
+with ss.TCPServer(("127.0.0.1", 0), Handler, idle_timeout=0.2) as server:
+    with socket.create_connection(server.server_address) as client:
+        server.handle_request()
+    with socket.create_connection(server.server_address) as client:
+        client.sendall(b"reset\\n")
+        server.handle_request()
+    print(server.quiet_errors["timeout"], server.quiet_errors["reset"])
+"""
+    result = subprocess.run([sys.executable, "-c", script], env=variants.child_env(variant),
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "1"]
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("127.0.0.1:")
+    assert lines[0].endswith(" timed out: no progress for 0.2 s (TCPServer.idle_timeout)")

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from time import monotonic as time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _engine, _settings, inherit, tls
+from . import _engine, _quiet, _settings, inherit, tls
 from ._contract import Overload, default_hook
 from ._sockets import is_ip_family, set_tcp_nodelay
 from .mixins import ThreadingMixIn
@@ -186,6 +186,9 @@ class BaseServer(_StdlibBaseServer):
         # reads settings), and checked once the constructor's steps are done:
         # here for a server of its own, after binding for a TCPServer.
         _settings.apply_keywords(self, settings)
+        #: fastserver: how many requests ended in each expected way that
+        #: handle_error() logs in one line (see _quiet.py), in this process.
+        self.quiet_errors: dict[str, int] = _quiet.new_counts()
         if not isinstance(self, TCPServer):
             _settings.check_instance(self)
 
@@ -376,7 +379,16 @@ class BaseServer(_StdlibBaseServer):
         """Handle an error gracefully.  May be overridden.
 
         The default is to print a traceback and continue.
+
+        fastserver: except for the expected ways a connection ends early,
+        each logged in one line on the ``fastserver.requests`` logger and
+        counted in ``self.quiet_errors``: a timeout of the server's
+        ``idle_timeout`` or the handler's ``timeout`` (WARNING), a line
+        longer than the handler's ``max_line_length`` (WARNING), a client
+        that resets or closes the connection mid-request (INFO).
         """
+        if _quiet.report(self, request, client_address, sys.exc_info()[1]):
+            return
         print("-" * 40, file=sys.stderr)
         print(
             "Exception occurred during processing of request from",
