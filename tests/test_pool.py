@@ -583,16 +583,33 @@ def test_shutdown_does_not_wait_for_room(fs):
             client.close()
 
 
-def test_bad_settings_are_reported(fs):
-    for attrs in ({"overload": "drop"}, {"max_workers": 0}, {"max_queue": -1},
-                  {"max_workers": 2.5}):
-        with pool_server(fs, **attrs) as server:
+BAD_POOL_SETTINGS = [
+    ("overload", "drop", ValueError),
+    ("max_workers", 0, ValueError),
+    ("max_queue", -1, ValueError),
+    ("max_workers", 2.5, TypeError),
+]
+
+
+def test_bad_settings_are_refused_where_the_class_is_defined(fs):
+    for name, value, error in BAD_POOL_SETTINGS:
+        with pytest.raises(error, match=r"^Server\.%s must be .*, not %r$" % (name, value)):
+            pool_server(fs, **{name: value})
+
+
+def test_bad_settings_set_after_construction_are_refused_before_the_first_request(fs):
+    """The limits may be set on the instance until the pool starts: a bad
+    one fails there (and in pool_status()), naming the setting."""
+    for name, value, error in BAD_POOL_SETTINGS:
+        with pool_server(fs) as server:
+            setattr(server, name, value)
+            message = r"^Server\.%s must be" % name
             left, right = socket.socketpair()
             with left, right:
-                with pytest.raises(ValueError):
+                with pytest.raises(error, match=message):
                     server.process_request(left, "client")
-            if "overload" not in attrs:
-                with pytest.raises(ValueError):
+            if name != "overload":
+                with pytest.raises(error, match=message):
                     server.pool_status()
 
 

@@ -546,10 +546,13 @@ def test_shutdown_flag_set_by_a_handler_stops_the_server(fs):
 
 
 def test_workers_must_be_a_positive_int(fs):
+    """Set after construction (which checks it too): serve_forever() refuses
+    it before forking anything."""
     with PreforkTCPServer((HOST, 0), pid_handler(fs)) as server:
-        for bad in (0, -1, 1.5, None, True):
+        for bad, error in ((0, ValueError), (-1, ValueError), (1.5, TypeError),
+                           (None, TypeError), (True, TypeError)):
             server.workers = bad
-            with pytest.raises(ValueError):
+            with pytest.raises(error, match=r"^PreforkTCPServer\.workers must be an int >= 1"):
                 server.serve_forever()
     assert_no_children()
 
