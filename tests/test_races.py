@@ -12,7 +12,8 @@ A race shows only now and then, so each case repeats its scenario, on a
 fresh server each time (the counts are per variant and parameter):
 
 - many threads stopping one serving server: CHAOS_ROUNDS (20) rounds of
-  10 calls released at once;
+  10 calls released at once (and, once, where a handle_request() that
+  loses to server_close() ends up);
 - concurrent drain() callers are all woken: DRAIN_ROUNDS (5) rounds;
 - max_connections ("wait", "refuse") on a ThreadingTCPServer under 64
   clients at once: LIMIT_ROUNDS (6) rounds of 64 connections;
@@ -227,9 +228,9 @@ def documented(name, kind, exc):
     """Is ``exc``, raised by the stopper ``name``, one that the stdlib's own
     code raises there (and so fastserver's, which keeps it)?
 
-    - handle_request() on a server another thread has just closed polls
-      fd -1, which the stdlib's selector (and the twin's poll) refuse with
-      ValueError;
+    - handle_request() on a server another thread has just closed waits
+      on fd -1, which the stdlib's selector refuses with ValueError (so do
+      fastserver's cores: test_handle_request_on_a_server_another_thread_closed);
     - ThreadingMixIn.process_request() lists a handler's thread before it
       starts it (the stdlib's order, kept line for line in mixins.py), so a
       server_close() in another thread while the loop still serves can join
@@ -294,6 +295,19 @@ def test_many_threads_stop_one_serving_server(ss, kind):
     got is its own line, and the process has its fds and threads back."""
     for _ in range(CHAOS_ROUNDS):
         chaos_round(ss, kind)
+
+
+def test_handle_request_on_a_server_another_thread_closed(ss):
+    """Where a handle_request() that loses the race to server_close() ends
+    up: on a closed server (fileno() -1) it raises ValueError at once, as
+    the stdlib's does, instead of waiting on fd -1 for ever (poll(2)
+    ignores a negative fd).  Deterministic; a bounded thread, as it used to
+    hang."""
+    server = ss.TCPServer((HOST, 0), ss.BaseRequestHandler)
+    server.server_close()
+    call = ThreadCall(server.handle_request)
+    assert call.join(5.0), "handle_request() on a closed server waits for ever"
+    assert isinstance(call.exc, ValueError), call.exc
 
 
 def drain_round(fs):
