@@ -671,14 +671,26 @@ FORKS_FROM_HANDLERS = 3
 FORKS_FROM_A_THREAD = 3
 
 
-def child_check(module, server):
-    """What a forked child does before os._exit(): on fastserver it asks
-    for the server's registry, which must be a new, empty one (a forked
-    child counts its own connections, and the parent's lock that guards
-    making it may have been held at the fork).  Returns the exit code."""
+def child_check(module):
+    """What a forked child does before os._exit(): on fastserver it takes
+    the module locks that its at-fork hooks replace (another thread may
+    have held one at the fork, and the child must not wait for it); each
+    must be free at once.  Returns the exit code.
+
+    The child leaves the server alone: on 3.13t a child can find locked for
+    ever the lock of an object that other threads were contending for at
+    the fork (CPython's per-object locks; the parent's handler threads use
+    the server's __dict__ all the time), which is CPython's fork hazard, not
+    something fastserver can make safe."""
     if is_stdlib(module):
         return 0
-    return 0 if len(_engine.connections_of(server)) == 0 else 3
+    from fastserver import pool
+
+    for lock in (_engine._engines_lock, pool._pool_creation_lock):
+        if not lock.acquire(timeout=1.0):
+            return 3
+        lock.release()
+    return 0
 
 
 class Forks:
@@ -691,12 +703,12 @@ class Forks:
         self.pids, self.codes = [], []
         self.lock = threading.Lock()
 
-    def fork(self, server):
+    def fork(self):
         pid = os.fork()
         if pid == 0:
             code = 4
             try:
-                code = child_check(self.module, server)
+                code = child_check(self.module)
             finally:
                 os._exit(code)
         with self.lock:
@@ -730,7 +742,7 @@ class Forks:
 def fork_round(module):
     resources, errors, bad_replies = Resources(), [], []
     forks = Forks(module)
-    cls = server_class(module, "threading", errors, fork=lambda self: forks.fork(self))
+    cls = server_class(module, "threading", errors, fork=lambda server: forks.fork())
     server = cls((HOST, 0), echo_handler(module))
     loop = start_loop(server)
     stop = threading.Event()
@@ -738,7 +750,7 @@ def fork_round(module):
     try:
         clients = [ThreadCall(chatter, server.server_address, stop, bad_replies)
                    for _ in range(4)]
-        forker = ThreadCall(lambda: [forks.fork(server) for _ in range(FORKS_FROM_A_THREAD)])
+        forker = ThreadCall(lambda: [forks.fork() for _ in range(FORKS_FROM_A_THREAD)])
         for _ in range(FORKS_FROM_HANDLERS):
             assert echo_once(server.server_address, b"fork\n") == b"forked 0\n"
         assert forker.join(JOIN_BOUND), "the forking thread hung"
