@@ -252,7 +252,8 @@ def chaos_round(module, kind):
     # handle_request() honours self.timeout and the listener's own timeout
     # (the stdlib's documented escape): without them, a handle_request()
     # whose connection another thread accepted first would wait in accept()
-    # for the next client, and one on a closed server would wait for ever.
+    # for the next client, and one waiting on the listener when another
+    # thread closes it would wait for ever (poll(2) does not return then).
     server.timeout = 0.05
     server.socket.settimeout(0.05)
     loop = start_loop(server)
