@@ -314,6 +314,7 @@ CHILD = (
         from util import ThreadsCPU
 
         errors = []
+        serving = threading.Event()
 
         class Handler(ss.StreamRequestHandler):
             timeout = 10
@@ -327,6 +328,11 @@ CHILD = (
             def handle_error(self, request, client_address):
                 errors.append(repr(sys.exc_info()[1]))
 
+            def service_actions(self):
+                # Called from inside the loop, once it has made its own fds
+                # (poller, wake-up fd) and waits on them.
+                serving.set()
+
         def say(*args):
             print(*args, flush=True)
 
@@ -334,6 +340,9 @@ CHILD = (
         thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True)
         thread.start()
+        # Only once the loop runs: EXHAUST then takes every fd left, which
+        # must starve accept(), not the loop's own start-up.
+        assert serving.wait(10), "serve_forever() did not start"
 
         # The loop's thread: the budget is about the loop, not this process's
         # other threads.  Opened now: once the fds are used up, nothing opens.

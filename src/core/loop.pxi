@@ -37,6 +37,11 @@ def wait_readable(int fd, timeout):
     """Wait for one fd: True when readable (or in error), False on timeout."""
     cdef poll.pollfd p
     cdef int n
+    if fd < 0:
+        # poll(2) ignores a negative fd and would wait out the whole timeout
+        # (for ever with None): handle_request() on a closed server.  The
+        # stdlib's selector and the twin's poll object refuse it.
+        raise ValueError(f"file descriptor cannot be a negative integer ({fd})")
     cdef double remaining = -1.0 if timeout is None else max(0.0, timeout)
     cdef double deadline = compat.fs_monotonic() + remaining
     cdef int ms

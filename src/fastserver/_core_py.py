@@ -14,6 +14,7 @@ import os
 import select
 import selectors
 import socket
+import threading
 from time import monotonic
 from typing import TYPE_CHECKING
 
@@ -65,9 +66,17 @@ def choose_backend(backend: str | None = None) -> str:
 
 
 class Waker:
-    """A self-pipe: ``wake()`` makes the read end readable."""
+    """A self-pipe: ``wake()`` makes the read end readable.
+
+    ``wake()`` and ``close()`` hold the waker's lock, as the compiled
+    core's do: once closed, the fd number may belong to someone else (the
+    next pipe or socket opened), and a wake() that had read it just before
+    must not write there.  The write never blocks, so the lock is held for
+    a moment only.
+    """
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._reader: socket.socket | None
         # Windows has os.pipe(), but its select() takes sockets only.
         if os.name == "posix":
@@ -87,18 +96,19 @@ class Waker:
         return self._read_fd
 
     def wake(self) -> None:
-        fd = self._write_fd
-        if fd < 0:
-            return
-        try:
-            if self._reader is None:
-                os.write(fd, b"\0")
-            else:
-                self._writer.send(b"\0")
-        except (BlockingIOError, InterruptedError):
-            pass  # already full of wake-ups: the reader will see one
-        except OSError:
-            pass  # closed by another thread's server_close(): nothing to wake
+        with self._lock:
+            fd = self._write_fd
+            if fd < 0:
+                return
+            try:
+                if self._reader is None:
+                    os.write(fd, b"\0")
+                else:
+                    self._writer.send(b"\0")
+            except (BlockingIOError, InterruptedError):
+                pass  # already full of wake-ups: the reader will see one
+            except OSError:
+                pass  # closed by another thread's server_close(): nothing to wake
 
     def drain(self) -> None:
         fd = self._read_fd
@@ -113,16 +123,17 @@ class Waker:
             pass
 
     def close(self) -> None:
-        read_fd, write_fd = self._read_fd, self._write_fd
-        self._read_fd = self._write_fd = -1
-        if read_fd < 0:
-            return
-        if self._reader is None:
-            os.close(read_fd)
-            os.close(write_fd)
-        else:
-            self._reader.close()
-            self._writer.close()
+        with self._lock:
+            read_fd, write_fd = self._read_fd, self._write_fd
+            self._read_fd = self._write_fd = -1
+            if read_fd < 0:
+                return
+            if self._reader is None:
+                os.close(read_fd)
+                os.close(write_fd)
+            else:
+                self._reader.close()
+                self._writer.close()
 
 
 class Poller:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import socket
+import threading
 from typing import TYPE_CHECKING, cast
 
 from .errors import LineTooLong
@@ -19,16 +20,24 @@ if TYPE_CHECKING:
 
 class SocketWriter(io.BufferedIOBase):
     """wfile for StreamRequestHandler: the stdlib's ``_SocketWriter``, an
-    unbuffered writer whose write() is ``sock.sendall()``."""
+    unbuffered writer whose write() is ``sock.sendall()``.
+
+    Unlike the stdlib's, write() holds a lock for the whole sendall(), as
+    the compiled core's writer does: a sendall() that the socket takes in
+    several send()s would otherwise interleave with another thread's, and
+    two threads sharing one wfile must see their writes arrive whole.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        self._lock = threading.Lock()
 
     def writable(self) -> bool:
         return True
 
     def write(self, b: ReadableBuffer) -> int:
-        self._sock.sendall(b)
+        with self._lock:
+            self._sock.sendall(b)
         with memoryview(b) as view:
             return view.nbytes
 

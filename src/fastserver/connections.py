@@ -29,7 +29,7 @@ class OpenConnections:
     set); everything that needs to wake somebody goes through the methods.
     """
 
-    __slots__ = ("sockets", "prune_at", "waiting_for_room", "_wake_loop", "_emptied", "_lock")
+    __slots__ = ("sockets", "prune_at", "waiting_for_room", "_wake_loop", "_drainers", "_lock")
 
     #: Below this size the set is never pruned (see ``prune``).
     PRUNE_MIN = 1024
@@ -41,7 +41,10 @@ class OpenConnections:
         # (wait_for_room()); a close then wakes it.
         self.waiting_for_room = False
         self._wake_loop = wake_loop
-        self._emptied: threading.Event | None = None  # while drain() waits
+        # One event per drain() waiting: several may wait at once (threads
+        # calling shutdown(timeout=...) or drain() together), and each must
+        # be woken by the close that empties the set.
+        self._drainers: list[threading.Event] = []
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -58,9 +61,9 @@ class OpenConnections:
         with self._lock:
             if self.waiting_for_room:
                 self._wake_loop()
-            emptied = self._emptied
-            if emptied is not None and not self.sockets:
-                emptied.set()
+            if self._drainers and not self.sockets:
+                for emptied in self._drainers:
+                    emptied.set()
 
     def wait_for_room(self, max_connections: int) -> bool:
         """The loop's side: True, and the next close wakes the loop, when
@@ -96,12 +99,12 @@ class OpenConnections:
         with self._lock:
             if not self.sockets:
                 return True
-            self._emptied = emptied
+            self._drainers.append(emptied)
         try:
             return emptied.wait(timeout)
         finally:
             with self._lock:
-                self._emptied = None
+                self._drainers.remove(emptied)
 
     def cut(self) -> int:
         """Shut every open connection down (both directions), so a handler
