@@ -138,13 +138,24 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _stored_engine(server: Any) -> ServerEngine | None:
+    # d[key], not d.get(key): on free-threaded 3.13 dict.get() takes the
+    # dict's lock and subscription does not, and every close of every
+    # handler thread looks here.
+    try:
+        engine: ServerEngine = server.__dict__["_fastserver_engine"]
+    except KeyError:
+        return None
+    return engine
+
+
 def engine_for(server: Any) -> ServerEngine:
     """The server's engine, made on first use (and anew in a forked child)."""
-    engine: ServerEngine | None = server.__dict__.get("_fastserver_engine")
+    engine = _stored_engine(server)
     if engine is not None and engine.pid == os.getpid() and engine.core is core:
         return engine
     with _engines_lock:
-        engine = server.__dict__.get("_fastserver_engine")
+        engine = _stored_engine(server)
         if engine is None or engine.pid != os.getpid() or engine.core is not core:
             if engine is not None and engine.pid == os.getpid():
                 engine.close()  # the core was switched (tests do): retire the old waker
@@ -154,7 +165,7 @@ def engine_for(server: Any) -> ServerEngine:
 
 def _engine_in_this_process(server: Any) -> ServerEngine | None:
     """The server's engine if this process has made one, without making it."""
-    engine: ServerEngine | None = server.__dict__.get("_fastserver_engine")
+    engine = _stored_engine(server)
     if engine is not None and engine.pid == os.getpid():
         return engine
     return None
