@@ -162,10 +162,33 @@ def build_c_program(source, binary, what):
 
 # ---- CPU accounting -------------------------------------------------------
 
+def read_proc(path):
+    """The text of a /proc file, read with os.read(), no file object.
+
+    On the free-threaded 3.13.5 closing a buffered file takes the file's
+    lock a second time (close, then flush), and that take spins with
+    sched_yield() before it blocks: some 80 yields per text file closed
+    (strace).  Where the CPU is free a yield returns at once; where the
+    server keeps this process's CPU busy (the -2cores rows) each one hands
+    the CPU over for a time slice, and sampling the window's edge took
+    0.1-0.7 s instead of microseconds, so the window no longer matched the
+    load generator's.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks).decode()
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
 def process_cpu_seconds(pid):
     """utime + stime of a process (all its threads, live and exited)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = read_proc(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -173,12 +196,11 @@ def cpus_busy_seconds():
     """Non-idle time of the server's and the client's CPUs (/proc/stat), in s."""
     wanted = {"cpu" + SERVER_CPU, "cpu" + CLIENT_CPU}
     busy = 0
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *ticks = line.split()
-            if name in wanted:
-                ticks = [int(t) for t in ticks[:8]]
-                busy += (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+    for line in read_proc("/proc/stat").splitlines():
+        name, *ticks = line.split()
+        if name in wanted:
+            ticks = [int(t) for t in ticks[:8]]
+            busy += (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
     return busy
 
 
@@ -227,8 +249,8 @@ def wait_for_quiet(max_wait, threshold=0.15, step=0.5):
 def listen_overflows():
     """The kernel's TcpExt ListenOverflows counter (full accept queues)."""
     try:
-        with open("/proc/net/netstat") as f:
-            lines = [line.split() for line in f if line.startswith("TcpExt:")]
+        lines = [line.split() for line in read_proc("/proc/net/netstat").splitlines()
+                 if line.startswith("TcpExt:")]
         return int(dict(zip(lines[0], lines[1]))["ListenOverflows"])
     except (OSError, KeyError, IndexError, ValueError):
         return 0
