@@ -192,6 +192,22 @@ def process_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def thread_cpu_seconds(pid):
+    """{thread id: utime + stime} of a process's live threads."""
+    times = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return times
+    for tid in tids:
+        try:
+            fields = read_proc(f"/proc/{pid}/task/{tid}/stat").rsplit(")", 1)[1].split()
+        except OSError:  # the thread exited meanwhile
+            continue
+        times[int(tid)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return times
+
+
 def cpus_busy_seconds():
     """Non-idle time of the server's and the client's CPUs (/proc/stat), in s."""
     wanted = {"cpu" + SERVER_CPU, "cpu" + CLIENT_CPU}
@@ -210,14 +226,17 @@ class Window:
     def __init__(self, server):
         self.server = server
         self.start = self.end = None
+        self.threads_start = self.threads_end = {}
 
     def sample(self):
         return self.server.cpu(), cpus_busy_seconds()
 
     def open(self):
         self.start = self.sample()
+        self.threads_start = thread_cpu_seconds(self.server.proc.pid)
 
     def close(self):
+        self.threads_end = thread_cpu_seconds(self.server.proc.pid)
         self.end = self.sample()
 
     def result(self, client_cpu_s):
@@ -226,7 +245,14 @@ class Window:
             raise BenchError("the measured window never opened or closed")
         server = self.end[0] - self.start[0]
         busy = self.end[1] - self.start[1]
+        # Which threads were busy: the CPU seconds of each server thread that
+        # lived through the window, busiest first (the JSON's, for a profile
+        # of where a server's time goes: its loop thread, or its handlers).
+        threads = sorted((self.threads_end[tid] - self.threads_start[tid]
+                          for tid in self.threads_end if tid in self.threads_start),
+                         reverse=True)
         return {"server_cpu_s": server,
+                "server_thread_cpu_s": threads,
                 "other_cpu_s": max(0.0, busy - server - (client_cpu_s or 0))}
 
 
@@ -563,6 +589,8 @@ def one_run(impl, name, args, tmpdir):
     result["server_us_per_op"] = (None if spec.busy_size
                                   else result["server_cpu_s"] * 1e6 / ops)
     result["server_cpu_pct"] = 100 * result["server_cpu_s"] / result["seconds"]
+    result["server_thread_cpu_pct"] = [round(100 * t / result["seconds"], 1)
+                                       for t in result.pop("server_thread_cpu_s")]
     result["other_cpu_pct"] = 100 * result["other_cpu_s"] / result["seconds"]
     return result
 
