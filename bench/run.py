@@ -12,10 +12,41 @@ implementation, the spread of the runs, and the fastserver/stdlib ratios;
 --json writes every raw run too.  The ``shutdown`` row runs
 bench/shutdown_latency.py.
 
+What free-threading buys: rows not in the default table (they tell
+something only on, or against, a free-threaded build, and take a few
+minutes), ``--workloads freethreading`` (or ``cpu`` for the first four):
+
+  threaded-cpu, pool-cpu     4 persistent connections (loadgen tcp-rr), each
+                             line costs the handler ~1 ms of pure Python
+                             (servers.py's burn() loop), on ThreadingTCPServer,
+                             and on fastserver's ThreadPoolTCPServer (the
+                             stdlib's row: ThreadingTCPServer); server on CPU 0
+  threaded-cpu-2cores,       the same with the server allowed both CPUs; the
+  pool-cpu-2cores            load generator stays on the second, where it needs
+                             a few per cent of the core (gen%): both modules
+                             face the same client, srv% says how much of the
+                             two cores the server used, and a ``scaling`` line
+                             gives each module's 2-core over 1-core ops/s
+  convoy                     one connection's trivial round trips (tcp-rr, a
+                             line ~1 ms after each reply) on a ThreadingTCPServer
+                             allowed both CPUs, while a second loadgen keeps
+                             another connection's handler computing (~20 ms a
+                             line): p50/p99 is how long a trivial request waits
+                             for a CPU-bound thread (on a GIL build, the GIL's
+                             switch interval: the convoy effect); srv us/op is
+                             left out, the busy connection's CPU being most of it
+
+The loop count is calibrated once per bench, on the server's CPU after
+waiting for quiet, to --cpu-work-us of CPU (default 1000), and every server
+of the bench gets the same count; --cpu-work-iterations N fixes it instead.
+The JSON lists each server thread's CPU over the window
+(server_thread_cpu_pct), busiest first.
+
     python bench/run.py [--quick] [--runs 3] [--duration 3] [--warmup 1]
                         [--workloads tcp-base,udp-base,...] [--json out.json]
                         [--backlog 64] [--quiet-wait 20] [--retries 2]
-                        [--no-reference]
+                        [--no-reference] [--cpu-work-us 1000]
+                        [--cpu-work-iterations N]
 
 ``--quick`` is one run each of 1 s: a smoke test
 (``python bench/run.py --quick --workloads tcp-base,udp-base`` takes ~10 s).
