@@ -1,27 +1,29 @@
-"""Shared fixtures: every behaviour is written once and run against the
-stdlib ``socketserver`` (the reference) and every fastserver engine.
+"""Fixtures: every behaviour is written once and run against the stdlib's
+``socketserver`` (the reference) and every fastserver variant.
 
-The ``ss`` fixture yields the module under test.  Its parameters:
+The variants, and how to select one in this process or in a child, are
+defined in variants.py; this file only makes fixtures of them.  Each
+fixture below yields the module under test (``socketserver`` or
+``fastserver``, with the variant's core selected for the test), with the
+variant's name as the parameter's id:
 
-- ``stdlib``   -- CPython's own socketserver, the reference behaviour;
-- ``c-epoll``  -- fastserver with the compiled core, native poller
-                  (epoll on Linux, kqueue on BSD/macOS);
-- ``c-poll``   -- fastserver with the compiled core forced onto poll(2);
-- ``py``       -- fastserver with the pure-Python twin core.
+- ``ss``        -- stdlib, c-epoll, c-poll, py (variants.ALL);
+- ``fs``        -- c-epoll, c-poll, py: behaviour the stdlib does not have;
+- ``ss_native`` -- stdlib, c-epoll, py: each core on its native poller,
+                   and the reference (see variants.NATIVE for when);
+- ``fs_native`` -- c-epoll, py;
+- ``variant``   -- the name of the current parameter of any of them (for a
+                   child process: variants.child_env(variant)).
 
 Variants that cannot run here (no compiled core) are skipped, and the build
 test in test_build.py fails loudly in that case unless the twin was asked
 for with FASTSERVER_NO_EXTENSIONS=1.
 """
 import os
-import socketserver
 
 import pytest
 
-import fastserver
-from fastserver import _engine
-
-VARIANTS = ["stdlib", "c-epoll", "c-poll", "py"]
+import variants
 
 #: The survival battery and the workers' tests watch other processes' fds,
 #: threads, children and RSS through /proc (and test_faults injects errors
@@ -31,49 +33,46 @@ PROC_MODULES = ["test_faults.py", "test_hostile.py", "test_leaks.py", "test_work
 if not os.path.isdir("/proc/self/task"):
     collect_ignore = PROC_MODULES
 
-
-def _configure(variant, monkeypatch, request):
-    if variant == "stdlib":
-        return socketserver
-    if variant.startswith("c-"):
-        if _engine.compiled_core is None:
-            pytest.skip("compiled core not available")
-        core = _engine.compiled_core
-        if variant == "c-poll":
-            monkeypatch.setenv("FASTSERVER_POLLER", "poll")
-        else:
-            monkeypatch.delenv("FASTSERVER_POLLER", raising=False)
-    else:
-        core = _engine.python_core
-        monkeypatch.delenv("FASTSERVER_POLLER", raising=False)
-    # The engine's switch takes the whole core (loop, poller, waker and the
-    # handlers' steps); the test's end switches back.
-    previous = _engine.core
-    _engine.use_core(core)
-    request.addfinalizer(lambda: _engine.use_core(previous))
-    return fastserver
+#: The fixtures that select a variant (the ``variant`` fixture names theirs).
+VARIANT_FIXTURES = ("ss", "fs", "ss_native", "fs_native")
 
 
-@pytest.fixture(params=VARIANTS)
+@pytest.fixture(params=variants.ALL)
 def ss(request, monkeypatch):
     """The socketserver-compatible module under test."""
-    return _configure(request.param, monkeypatch, request)
+    with variants.selected(request.param, monkeypatch) as module:
+        yield module
 
 
-@pytest.fixture(params=VARIANTS[1:])
+@pytest.fixture(params=variants.FASTSERVER)
 def fs(request, monkeypatch):
     """fastserver only (for behaviour the stdlib does not have)."""
-    return _configure(request.param, monkeypatch, request)
+    with variants.selected(request.param, monkeypatch) as module:
+        yield module
+
+
+@pytest.fixture(params=variants.REFERENCE_AND_NATIVE)
+def ss_native(request, monkeypatch):
+    """The stdlib, or fastserver on each core with its native poller."""
+    with variants.selected(request.param, monkeypatch) as module:
+        yield module
+
+
+@pytest.fixture(params=variants.NATIVE)
+def fs_native(request, monkeypatch):
+    """fastserver on each core with its native poller."""
+    with variants.selected(request.param, monkeypatch) as module:
+        yield module
 
 
 @pytest.fixture
 def variant(request):
-    """The name of the variant of the current ``ss``/``fs`` parameter."""
-    return request.node.callspec.params.get("ss") or request.node.callspec.params.get("fs")
-
-
-def open_fds():
-    """The number of open file descriptors of this process: /proc/self/fd
-    on Linux, /dev/fd on macOS and the BSDs (it counts the directory's own
-    fd there, the same before and after)."""
-    return len(os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"))
+    """The name of the variant the test runs on (the parameter of whichever
+    of VARIANT_FIXTURES it uses)."""
+    params = getattr(request.node, "callspec", None)
+    params = params.params if params is not None else {}
+    for name in VARIANT_FIXTURES:
+        if name in params:
+            return params[name]
+    pytest.fail("the variant fixture needs one of the fixtures %s" % ", ".join(VARIANT_FIXTURES),
+                pytrace=False)

@@ -1,10 +1,12 @@
-"""Shared pieces of the survival battery (issue 6): test_hostile.py,
-test_faults.py, test_leaks.py and bench/soak.py.
+"""Shared pieces of the survival battery, which checks that every server
+flavour outlives hostile clients and system faults and leaks nothing over
+long runs (README.md, "Tests"): test_hostile.py, test_faults.py,
+test_leaks.py and bench/soak.py.
 
 - the flavour registry: every server flavour (sync, threading, forking,
   thread pool, multi-core workers) over every transport (TCP, UDP, Unix
-  stream, Unix datagram), with flavours that have not landed yet skipped
-  with the reason;
+  stream, Unix datagram); the thread pool and the workers exist only in
+  fastserver, and are skipped on the stdlib with the reason;
 - a report channel that handlers and ``handle_error`` write to from any
   thread or forked process, so a test sees what happened server-side even
   when the handler ran in a child;
@@ -28,14 +30,15 @@ import sys
 import threading
 import time
 
-from util import HOST, TIMEOUT, VARIANT_IMPORT_SNIPPET, background_server, variant_env
+import variants
+from util import HOST, TIMEOUT, background_server
 
 # ---------------------------------------------------------------------------
 # Flavours and transports
 # ---------------------------------------------------------------------------
 
-#: Every server flavour the battery runs.  "pool" and "workers" (issue 4)
-#: are skipped, with the reason, where their module does not import.
+#: Every server flavour the battery runs.  "pool" and "workers" are
+#: fastserver's own: the stdlib skips them, with the reason.
 FLAVOURS = ("sync", "threading", "forking", "pool", "workers")
 
 #: transport name -> the stdlib base class name.
@@ -55,7 +58,7 @@ FLAVOUR_ATTRIBUTES = {
     "workers": {"workers": 2},
 }
 
-# Where the flavours that are not in the stdlib live (issue 4).
+# Where the flavours that are not in the stdlib live.
 _EXTRA_FLAVOURS = {
     "pool": ("fastserver.pool", "ThreadPoolMixIn"),
     "workers": ("fastserver.workers", "PreforkMixIn"),
@@ -83,17 +86,16 @@ def flavour_mixin(module, flavour):
         return None
     if flavour == "threading":
         return module.ThreadingMixIn
+    if flavour in FORKING_FLAVOURS and not hasattr(os, "fork"):
+        skip("no os.fork() on this platform")
     if flavour == "forking":
-        if not hasattr(os, "fork"):
-            skip("no os.fork() on this platform")
         return module.ForkingMixIn
     module_name, class_name = _EXTRA_FLAVOURS[flavour]
     if is_stdlib(module):
         skip("the stdlib has no %s flavour" % flavour)
-    try:
-        return getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        skip("%s.%s is not available yet: %s" % (module_name, class_name, exc))
+    # Imported, not looked for: a flavour that was renamed or removed fails
+    # the battery instead of skipping it.
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def server_class(module, flavour, transport, base_extra=(), **attributes):
@@ -107,7 +109,18 @@ def server_class(module, flavour, transport, base_extra=(), **attributes):
     namespace = dict(FLAVOUR_ATTRIBUTES.get(flavour, {}))
     namespace.setdefault("request_queue_size", 128)  # no SYN drops under bursts
     namespace.update(attributes)
+    assert_settings_exist(bases, namespace)
     return type("%s_%s_server" % (flavour, transport.replace("-", "_")), bases, namespace)
+
+
+def assert_settings_exist(bases, settings):
+    """Each of ``settings`` is an attribute one of ``bases`` has.  The
+    battery sets them as class attributes: a setting that was renamed or
+    removed would otherwise be ignored without a word, and the test would
+    pass or fail for another reason."""
+    unknown = sorted(name for name in settings if not any(hasattr(base, name) for base in bases))
+    assert not unknown, "no such setting on %s: %s" % (
+        ", ".join(base.__name__ for base in bases), ", ".join(unknown))
 
 
 def server_address(transport, tmpdir, name="server.sock"):
@@ -289,6 +302,7 @@ def stream_echo_handler(module, timeout=None, report_each=False, **attributes):
                 send_report(report_fd, "flood-error:" + type(exc).__name__)
                 raise
 
+    assert_settings_exist((module.StreamRequestHandler,), attributes)
     StreamEcho.timeout = timeout
     for name, value in attributes.items():
         setattr(StreamEcho, name, value)
@@ -369,14 +383,6 @@ def child_pids(pid="self"):
 def rss_bytes(pid="self"):
     with open("/proc/%s/statm" % pid) as f:
         return int(f.read().split()[1]) * PAGE_SIZE
-
-
-def thread_cpu_seconds(native_id, pid="self"):
-    """User+system CPU time of one thread of a process."""
-    with open("/proc/%s/task/%d/stat" % (pid, native_id)) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 class Snapshot:
@@ -479,7 +485,7 @@ def make_battery_server(module, spec):
 #: The child that serves one battery server: it prints ``READY {address,
 #: before}``, serves until its stdin says QUIT, then prints ``DONE {after}``
 #: (``before``/``after``: Snapshot.as_dict() around the server's life).
-SERVER_CHILD = VARIANT_IMPORT_SNIPPET + '''
+SERVER_CHILD = variants.CHILD_IMPORT + '''
 import json, sys, warnings
 warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
 import hostile_util as hu
@@ -623,7 +629,7 @@ class BatteryServer:
     def __enter__(self):
         if self.in_child:
             flavour_mixin(self.module, self.spec["flavour"])  # skip here if unavailable
-            env = variant_env(self.variant, extra_path=[TESTS_DIR])
+            env = variants.child_env(self.variant, extra_path=[TESTS_DIR])
             if self.spec["flavour"] == "workers":
                 env["FASTSERVER_TEST_LASTING_CHILDREN"] = "1"
             report_fd = self.spec.get("report_fd")

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 import util
-from conftest import open_fds
+from util import open_fds
 
 HOST = util.HOST
 MISSING = "<missing>"
@@ -331,12 +331,24 @@ def test_method_signatures(ss, name):
         if ss is not socketserver and method in EXTENDED_SIGNATURES:
             want = EXTENDED_SIGNATURES[method]
             assert _accepts_stdlib_calls(got, _untyped(inspect.signature(function)))
+        if ss is not socketserver and method in KEYWORD_EXTENDED and issubclass(cls, ss.BaseServer):
+            want = _with_keywords(want, KEYWORD_EXTENDED[method])
         assert str(got) == str(want), "%s.%s%s, expected %s" % (name, method, got, want)
 
 
 # fastserver's documented extensions of stdlib methods: new parameters with
 # defaults, after the stdlib's, so every stdlib call means the same.
 EXTENDED_SIGNATURES = {"shutdown": "(self, timeout=None)"}
+#: And the servers' constructors take their settings: the stdlib's
+#: parameters, in place, then the settings by name only (``**settings``), so
+#: a positional call means what it means to the stdlib.
+KEYWORD_EXTENDED = {"__init__": "settings"}
+
+
+def _with_keywords(signature, name):
+    """``signature`` with ``**name`` appended."""
+    keywords = inspect.Parameter(name, inspect.Parameter.VAR_KEYWORD)
+    return signature.replace(parameters=[*signature.parameters.values(), keywords])
 
 
 def _untyped(signature):
@@ -366,6 +378,9 @@ def test_forking_unix_signatures_are_the_3_13_ones(ss):
             want = str(inspect.signature(function))
             if ss is not socketserver:  # the stdlib's own has no extensions
                 want = EXTENDED_SIGNATURES.get(method, want)
+                if method in KEYWORD_EXTENDED:
+                    want = str(_with_keywords(inspect.signature(function),
+                                              KEYWORD_EXTENDED[method]))
             assert str(_untyped(inspect.signature(getattr(cls, method)))) == want
 
 

@@ -26,6 +26,7 @@ import pytest
 from fastserver import _engine, cli
 
 import util
+import variants
 
 #: bench/ of the checkout or sdist the tests come from (absent when the
 #: tests were copied elsewhere to test an installed wheel).
@@ -63,7 +64,7 @@ class Command:
         self.proc = subprocess.Popen(
             [sys.executable, *launcher, *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=util.variant_env(variant), cwd=cwd, text=True)
+            env=variants.child_env(variant), cwd=cwd, text=True)
         self.stdout = self.stderr = ""
 
     def address(self):
@@ -221,7 +222,7 @@ def test_serve_rejects_a_missing_directory(tmp_path):
     missing = tmp_path / "nowhere"
     done = subprocess.run(
         [sys.executable, "-m", "fastserver", "serve", "-d", str(missing), "0"],
-        capture_output=True, text=True, timeout=util.TIMEOUT, env=util.variant_env("py"))
+        capture_output=True, text=True, timeout=util.TIMEOUT, env=variants.child_env("py"))
     assert done.returncode == 2
     assert f"not a directory: {missing}" in done.stderr
     assert "Traceback" not in done.stderr
@@ -344,7 +345,7 @@ def test_echo_servers_in_process(fs):
 def run_cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "fastserver", *args], capture_output=True,
                           text=True, timeout=util.TIMEOUT, cwd=cwd,
-                          env=util.variant_env("py"))
+                          env=variants.child_env("py"))
 
 
 def test_version_and_usage():
@@ -432,7 +433,7 @@ def test_bench_quick_single_workload(tmp_path):
         [sys.executable, "-m", "fastserver", "bench", "--bench-dir", str(BENCH_DIR),
          "--quick", "--workloads", "udp-base", "--json", str(report)],
         capture_output=True, text=True, timeout=120,
-        env=util.variant_env("py" if _engine.compiled_core is None else "c-epoll"))
+        env=variants.child_env(variants.default_variant()))
     assert done.returncode == 0, done.stderr
     rows = [line.split()[:2] for line in done.stdout.splitlines()
             if line.startswith("udp-base")]

@@ -7,6 +7,8 @@ import pytest
 
 from fastserver import _contract, _core_py, _engine, handlers
 
+import variants
+
 #: What every core offers, by name (fastserver/_contract.py's Core, and the
 #: pieces the two loops share so that they read side by side).
 CORE_NAMES = {
@@ -14,16 +16,15 @@ CORE_NAMES = {
     "wait_readable", "native_backend", "choose_backend", "DRAIN_BATCH",
 }
 
-needs_compiled = pytest.mark.skipif(
-    _engine.compiled_core is None, reason="compiled core not available"
-)
+needs_compiled = pytest.mark.skipif(not variants.core_available("c"), reason=variants.UNAVAILABLE)
+
+#: Each core, with the ids these tests have always had ("compiled", "python").
+each_core = pytest.mark.parametrize("core_name", variants.core_params(ids=variants.CORE_LABELS))
 
 
-@pytest.mark.parametrize("core_name", ["compiled", "python"])
+@each_core
 def test_each_core_offers_the_interface(core_name):
-    core = _engine.python_core if core_name == "python" else _engine.compiled_core
-    if core is None:
-        pytest.skip("compiled core not available")
+    core = variants.core(core_name)
     assert not {name for name in CORE_NAMES if not hasattr(core, name)}
     assert core.DRAIN_BATCH == _contract.DRAIN_BATCH
 
@@ -79,13 +80,11 @@ def test_check_overload_names_the_setting():
         _contract.check_overload("explode", "MyServer.overload")
 
 
-@pytest.mark.parametrize("core_name", ["compiled", "python"])
+@each_core
 def test_the_switch_takes_the_handler_steps_with_the_core(core_name):
     """One switch selects a core as a whole: with the twin, the handlers run
     their Python bodies; with the compiled core, its compiled copies."""
-    core = _engine.python_core if core_name == "python" else _engine.compiled_core
-    if core is None:
-        pytest.skip("compiled core not available")
+    core = variants.core(core_name)
     previous = _engine.core
     _engine.use_core(core)
     try:

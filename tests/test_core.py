@@ -7,19 +7,16 @@ import time
 
 import pytest
 
-from fastserver import _core_py, _engine
+import variants
 
-CORES = ["py"] + (["c"] if _engine.compiled_core is not None else [])
-
-
-def _core(name):
-    return _core_py if name == "py" else _engine.compiled_core
+#: Every core: a test of a core that cannot run here is skipped.
+CORES = variants.CORES
 
 
 @pytest.fixture(params=[(c, b) for c in CORES for b in ("native", "poll")],
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def poller_factory(request):
-    core = _core(request.param[0])
+    core = variants.core(request.param[0])
     backend = None if request.param[1] == "native" else "poll"
     return core, (lambda: core.Poller(backend))
 
@@ -69,22 +66,22 @@ def test_poller_timeout_is_honoured(poller_factory):
 
 
 def test_unknown_backend_is_a_clear_error():
-    for core in map(_core, CORES):
+    for core in map(variants.core, filter(variants.core_available, CORES)):
         with pytest.raises(ValueError, match="unknown poller backend"):
             core.Poller("nonsense")
 
 
 def test_backend_from_environment(monkeypatch):
     monkeypatch.setenv("FASTSERVER_POLLER", "poll")
-    for core in map(_core, CORES):
+    for core in map(variants.core, filter(variants.core_available, CORES)):
         poller = core.Poller()
         assert poller.backend == "poll"
         poller.close()
 
 
-@pytest.mark.parametrize("core_name", CORES)
+@pytest.mark.parametrize("core_name", variants.core_params())
 def test_wait_readable(core_name):
-    core = _core(core_name)
+    core = variants.core(core_name)
     a, b = socket.socketpair()
     with a, b:
         assert core.wait_readable(a.fileno(), 0) is False
@@ -92,10 +89,10 @@ def test_wait_readable(core_name):
         assert core.wait_readable(a.fileno(), None) is True
 
 
-@pytest.mark.parametrize("core_name", CORES)
+@pytest.mark.parametrize("core_name", variants.core_params())
 def test_wait_survives_signals_and_runs_handlers(core_name):
     """EINTR is retried for what is left of the timeout; handlers run."""
-    core = _core(core_name)
+    core = variants.core(core_name)
     seen = []
     old = signal.signal(signal.SIGALRM, lambda *a: seen.append(1))
     a, b = socket.socketpair()
@@ -116,10 +113,10 @@ def test_wait_survives_signals_and_runs_handlers(core_name):
     assert seen
 
 
-@pytest.mark.parametrize("core_name", CORES)
+@pytest.mark.parametrize("core_name", variants.core_params())
 def test_signal_handler_exception_propagates(core_name):
     """Ctrl-C during a wait raises KeyboardInterrupt out of the wait."""
-    core = _core(core_name)
+    core = variants.core(core_name)
 
     def interrupt(*args):
         raise KeyboardInterrupt
@@ -143,9 +140,9 @@ def test_signal_handler_exception_propagates(core_name):
         b.close()
 
 
-@pytest.mark.parametrize("core_name", CORES)
+@pytest.mark.parametrize("core_name", variants.core_params())
 def test_waker_wakes_across_threads(core_name):
-    core = _core(core_name)
+    core = variants.core(core_name)
     waker, poller = core.Waker(), core.Poller()
     poller.register(waker.fileno())
     threading.Timer(0.05, waker.wake).start()
@@ -154,9 +151,9 @@ def test_waker_wakes_across_threads(core_name):
     waker.close()
 
 
-@pytest.mark.parametrize("core_name", CORES)
+@pytest.mark.parametrize("core_name", variants.core_params())
 def test_waker_fds_are_cloexec(core_name):
-    core = _core(core_name)
+    core = variants.core(core_name)
     waker = core.Waker()
     assert not os.get_inheritable(waker.fileno())
     waker.close()

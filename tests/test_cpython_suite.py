@@ -3,8 +3,8 @@
 The running interpreter's copy of the test module is copied into a temporary
 directory with one change, ``import socketserver`` -> ``import fastserver as
 socketserver``, and run with ``python -m unittest`` in a child process whose
-environment selects the variant (FASTSERVER_NO_EXTENSIONS=1 for the twin,
-FASTSERVER_POLLER=poll for the compiled core on poll(2)).
+environment (variants.child_env) selects the variant: FASTSERVER_NO_EXTENSIONS=1
+for the twin, FASTSERVER_POLLER=poll for the compiled core on poll(2).
 """
 import importlib.util
 import re
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from util import variant_env
+import variants
 
 #: CPython tests that fail on fastserver for a documented reason, by
 #: "Class.test_name", with the reason.  Anything else that fails is a bug.
@@ -101,7 +101,7 @@ def test_cpython_suite_baseline_stdlib(tmp_path):
     """The unmodified suite passes on the stdlib here: failures below are
     fastserver's, not the environment's."""
     source = cpython_test_source()
-    env = variant_env("stdlib")
+    env = variants.child_env("stdlib")
     returncode, output = run_unittest(tmp_path, "test_socketserver_stdlib", source, env)
     check_result(returncode, output, "test_socketserver_stdlib", allowed={})
 
@@ -126,7 +126,7 @@ def test_cpython_suite_on_fastserver(fs, variant, tmp_path):
         r"^import socketserver$", "import fastserver as socketserver", source, flags=re.M
     )
     assert n == 1, "expected exactly one 'import socketserver' line in the CPython test module"
-    env = variant_env(variant)
+    env = variants.child_env(variant)
 
     # The child's environment selects the intended core.
     probe = subprocess.run(

@@ -1,4 +1,4 @@
-"""System faults (issue 6, item 2): what the kernel can throw at a server.
+"""System faults: what the kernel can throw at a server, which must survive it.
 
 - accept() failing with ENFILE or ENOBUFS, and recvfrom() with
   ENOMEM: the loop backs off instead of spinning, and serves the waiting
@@ -40,21 +40,20 @@ import pytest
 
 import fastserver
 
+import variants
 from hostile_util import (
     FORK_WARNING_FILTER,
     ChildProcess,
     fd_count,
-    thread_cpu_seconds,
 )
 from util import (
     HOST,
     TIMEOUT,
-    VARIANT_IMPORT_SNIPPET,
     ThreadCall,
     reap_children,
     recv_until_eof,
     tcp_connect,
-    variant_env,
+    thread_cpu_seconds,
     wait_until,
 )
 
@@ -265,7 +264,7 @@ def fault_shim(tmp_path_factory):
 # The scenarios, run in one child per variant under the library
 # ---------------------------------------------------------------------------
 
-FAULTS_CHILD = VARIANT_IMPORT_SNIPPET + textwrap.dedent(
+FAULTS_CHILD = variants.CHILD_IMPORT + textwrap.dedent(
     r'''
     import ctypes, errno, json, os, signal, socket, sys, threading, time
     from util import background_server, recv_until_eof, tcp_connect
@@ -473,7 +472,7 @@ _fault_results = {}
 def fault_results(variant, shim):
     """Every scenario's result for ``variant``: one child run, cached."""
     if variant not in _fault_results:
-        env = variant_env(variant, extra_path=[TESTS_DIR])
+        env = variants.child_env(variant, extra_path=[TESTS_DIR])
         # After what is preloaded already: an ASan runtime must come first.
         env["LD_PRELOAD"] = " ".join(filter(None, [env.get("LD_PRELOAD"), shim]))
         env["FAULT_SHIM"] = shim

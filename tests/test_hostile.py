@@ -1,5 +1,5 @@
-"""Hostile clients against every server flavour, over every transport
-(issue 6, item 1).
+"""Hostile clients against every server flavour, over every transport: no
+client, however it misbehaves, may stop a server from serving the next one.
 
 Each test drives one running server with clients that misbehave (garbage,
 half-close, connect-and-vanish, RST in the middle of a request or of a
@@ -11,12 +11,11 @@ and that the server gave back its fds, threads and child processes.
 
 The flavours come from hostile_util.FLAVOURS: sync, threading and forking
 run on the stdlib too (the reference behaviour); the thread pool and the
-multi-core workers of issue 4 are skipped, with the reason, where they do
-not import.  Servers of the flavours that fork run in a child process (see
+multi-core workers are fastserver's own, skipped on the stdlib with the
+reason.  Servers of the flavours that fork run in a child process (see
 hostile_util.BatteryServer).  test_robustness.py has the older, TCP-only
 cases (raising handlers, fd counts per client kind, a real EMFILE).
 """
-import inspect
 import random
 import select
 import socket
@@ -25,7 +24,6 @@ import time
 
 import pytest
 
-from conftest import _configure as configure
 from hostile_util import (
     CLIENT_ERRORS,
     DATAGRAM_TRANSPORTS,
@@ -53,18 +51,9 @@ pytestmark = pytest.mark.filterwarnings(FORK_WARNING_FILTER)
 
 
 # The flavour x transport matrices run on the stdlib (the reference), the
-# compiled core and the twin; the poll(2) backend of the compiled core
-# (fixture ``fs``) is left to the loop-level tests, to keep this file fast.
-@pytest.fixture(params=["stdlib", "c-epoll", "py"])
-def ref(request, monkeypatch):
-    """(module, variant): the stdlib or a fastserver core."""
-    return configure(request.param, monkeypatch, request), request.param
-
-
-@pytest.fixture(params=["c-epoll", "py"])
-def core(request, monkeypatch):
-    """(module, variant): fastserver on the compiled core or the twin."""
-    return configure(request.param, monkeypatch, request), request.param
+# compiled core and the twin (fixtures ``ss_native`` and ``fs_native``); the
+# poll(2) backend of the compiled core is left to the loop-level tests, to
+# keep this file fast.
 
 
 @pytest.fixture
@@ -107,8 +96,9 @@ def garbage(size, seed=6):
 
 @pytest.mark.parametrize("transport", STREAM_TRANSPORTS)
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_stream_server_survives_rude_clients(ref, flavour, transport, tmpdir_short, reports):
-    ss, variant = ref
+def test_stream_server_survives_rude_clients(ss_native, variant, flavour, transport, tmpdir_short,
+                                            reports):
+    ss = ss_native
     handler = {"kind": "stream", "timeout": TIMEOUT}
     with battery(ss, variant, flavour, transport, tmpdir_short, reports, handler) as server:
         address = server.address
@@ -159,8 +149,9 @@ PACKET_SIZE = 4096
 
 @pytest.mark.parametrize("transport", DATAGRAM_TRANSPORTS)
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_datagram_server_survives_odd_datagrams(ref, flavour, transport, tmpdir_short, reports):
-    ss, variant = ref
+def test_datagram_server_survives_odd_datagrams(ss_native, variant, flavour, transport,
+                                                tmpdir_short, reports):
+    ss = ss_native
     with battery(ss, variant, flavour, transport, tmpdir_short, reports, {"kind": "datagram"},
                  max_packet_size=PACKET_SIZE) as server, \
             datagram_client(transport, tmpdir_short) as client:
@@ -207,8 +198,8 @@ def largest_datagram(transport):
 
 
 @pytest.mark.parametrize("transport", DATAGRAM_TRANSPORTS)
-def test_largest_datagram_is_served_whole(ref, transport, tmpdir_short, reports):
-    ss, variant = ref
+def test_largest_datagram_is_served_whole(ss_native, variant, transport, tmpdir_short, reports):
+    ss = ss_native
     size = largest_datagram(transport)
     with battery(ss, variant, "sync", transport, tmpdir_short, reports, {"kind": "datagram"},
                  max_packet_size=size) as server, \
@@ -230,12 +221,12 @@ STUCK_TIMEOUT = 0.1
 
 @pytest.mark.parametrize("transport", STREAM_TRANSPORTS)
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_client_that_never_reads(core, flavour, transport, tmpdir_short, reports):
+def test_client_that_never_reads(fs_native, variant, flavour, transport, tmpdir_short, reports):
     """The handler's writes fill the socket buffers; it gets a timeout (the
     handler's ``timeout``) and handle_error runs; meanwhile the loop and the
     other clients go on (at once on concurrent flavours, after the timeout
     on the sync one)."""
-    fs, variant = core
+    fs = fs_native
     handler = {"kind": "stream", "timeout": STUCK_TIMEOUT}
     with battery(fs, variant, flavour, transport, tmpdir_short, reports, handler) as server:
         with stream_connect(transport, server.address) as lazy:
@@ -248,12 +239,10 @@ def test_client_that_never_reads(core, flavour, transport, tmpdir_short, reports
     assert_only_client_errors(others + reports.drain())
 
 
-def test_client_that_never_reads_meets_idle_timeout(core, tmpdir_short, reports):
+def test_client_that_never_reads_meets_idle_timeout(fs_native, variant, tmpdir_short, reports):
     """With the server's ``idle_timeout`` and no handler timeout, the stuck
     write times out all the same."""
-    fs, variant = core
-    if not hasattr(fs.TCPServer, "idle_timeout"):
-        pytest.skip("TCPServer.idle_timeout has not landed yet (issue 4, item 4)")
+    fs = fs_native
     with battery(fs, variant, "threading", "tcp", tmpdir_short, reports,
                  idle_timeout=STUCK_TIMEOUT) as server:
         with stream_connect("tcp", server.address) as lazy:
@@ -285,11 +274,11 @@ def open_slowloris(address, count):
     return clients
 
 
-def test_slowloris_does_not_starve_a_threading_server(core, tmpdir_short, reports):
+def test_slowloris_does_not_starve_a_threading_server(fs_native, variant, tmpdir_short, reports):
     """1,000 connections that each sent one byte hold 1,000 handler threads;
     a well-behaved client is served all the same, and once they hang up
     every thread and fd is given back."""
-    fs, variant = core
+    fs = fs_native
     with nofile_limit(4 * SLOWLORIS + 256):
         threads_before = thread_count()
         handler = {"kind": "stream", "report_each": True}
@@ -311,12 +300,10 @@ def test_slowloris_does_not_starve_a_threading_server(core, tmpdir_short, report
         assert wait_until(lambda: thread_count() == threads_before)
 
 
-def test_slowloris_meets_idle_timeout(core, tmpdir_short, reports):
+def test_slowloris_meets_idle_timeout(fs_native, variant, tmpdir_short, reports):
     """With ``idle_timeout`` every silent connection is closed by the
     server: the clients see EOF or a reset without doing anything."""
-    fs, variant = core
-    if not hasattr(fs.TCPServer, "idle_timeout"):
-        pytest.skip("TCPServer.idle_timeout has not landed yet (issue 4, item 4)")
+    fs = fs_native
     with nofile_limit(4 * SLOWLORIS + 256):
         with battery(fs, variant, "threading", "tcp", tmpdir_short, reports,
                      request_queue_size=SLOWLORIS, idle_timeout=0.5) as server:
@@ -336,14 +323,12 @@ def test_slowloris_meets_idle_timeout(core, tmpdir_short, reports):
 
 
 @pytest.mark.parametrize("flavour", ["threading", "pool"])
-def test_connection_flood_meets_max_connections(core, flavour, tmpdir_short, reports):
+def test_connection_flood_meets_max_connections(fs_native, variant, flavour, tmpdir_short, reports):
     """300 silent connections at once against ``max_connections = 20`` with
     ``overload = "refuse"``: at most 20 are held (the rest are closed at
     once, so no handler thread is spent on them), and a well-behaved
     client is served as soon as the flood hangs up."""
-    fs, variant = core
-    if not hasattr(fs.TCPServer, "max_connections"):
-        pytest.skip("TCPServer.max_connections has not landed yet (issue 4, item 4)")
+    fs = fs_native
     threads_before = thread_count()
     with battery(fs, variant, flavour, "tcp", tmpdir_short, reports,
                  request_queue_size=512, max_connections=20, overload="refuse") as server:
@@ -367,13 +352,11 @@ def readable(sockets):
     return poller.poll(0)
 
 
-def test_drain_cuts_slowloris_at_the_deadline(core, tmpdir_short, reports):
+def test_drain_cuts_slowloris_at_the_deadline(fs_native, tmpdir_short, reports):
     """shutdown(timeout=...) with 50 silent connections in flight: it
     returns once the deadline has passed, having cut them (their handlers
     end with EOF), and every handler thread is gone."""
-    fs = core[0]
-    if "timeout" not in inspect.signature(fs.TCPServer.shutdown).parameters:
-        pytest.skip("shutdown(timeout=...) has not landed yet (issue 4, item 5)")
+    fs = fs_native
     threads_before = thread_count()
     cls = server_class(fs, "threading", "tcp", base_extra=(Reporting,), report_fd=reports.fd)
     server = cls(("127.0.0.1", 0), stream_echo_handler(fs, report_each=True))
@@ -423,14 +406,12 @@ def send_huge_line(transport, address, outcome):
 
 @pytest.mark.parametrize("transport", STREAM_TRANSPORTS)
 @pytest.mark.parametrize("flavour", ["sync", "threading"])
-def test_huge_line_without_newline_keeps_memory_bounded(core, flavour, transport, tmpdir_short,
-                                                         reports):
+def test_huge_line_without_newline_keeps_memory_bounded(fs_native, variant, flavour, transport,
+                                                         tmpdir_short, reports):
     """100 MB with no newline: readline() stops at max_line_length with
     LineTooLong, the handler fails, the server process stays small (its
     RSS is sampled every 5 ms while the line is sent) and serves on."""
-    fs, variant = core
-    if not hasattr(fs.StreamRequestHandler, "max_line_length"):
-        pytest.skip("StreamRequestHandler.max_line_length has not landed yet (issue 4, item 4)")
+    fs = fs_native
     spec = {"flavour": flavour, "transport": transport, "tmpdir": tmpdir_short,
             "report_fd": reports.fd, "handler": {"kind": "stream", "timeout": TIMEOUT},
             "server": {}}

@@ -1,4 +1,4 @@
-"""Inherited sockets (issue 4, item 6): ``from_socket()`` / ``from_fd()``
+"""Inherited sockets (docs/inherited-sockets.md): ``from_socket()`` / ``from_fd()``
 serve on a socket bound elsewhere, and ``inherit.listen_fds()`` takes the
 sockets of systemd socket activation, so a supervisor can restart the
 server without dropping the port.
@@ -16,12 +16,12 @@ import pytest
 
 from fastserver import inherit
 
-from conftest import open_fds
+import variants
 from util import (
     HOST,
     TIMEOUT,
-    VARIANT_IMPORT_SNIPPET,
     background_server,
+    open_fds,
     recv_until_eof,
     short_tmpdir,
     tcp_connect,
@@ -29,7 +29,6 @@ from util import (
     udp_roundtrip,
     unix_dgram_roundtrip,
     unix_stream_roundtrip,
-    variant_env,
 )
 
 
@@ -328,7 +327,7 @@ os.execv(sys.executable, [sys.executable] + sys.argv[2:])
 #: The activated service: reports what listen_fds_with_names() gave it,
 #: then serves ``requests`` connections on the socket named "web" (each
 #: reply says which process served it) and exits.
-ACTIVATED_SERVICE = VARIANT_IMPORT_SNIPPET + """
+ACTIVATED_SERVICE = variants.CHILD_IMPORT + """
 import json, os, sys
 from fastserver import inherit
 
@@ -364,7 +363,7 @@ print(json.dumps(report), flush=True)
 
 def start_activated(variant, sockets, requests, names=None):
     """A service started the way systemd starts one, with ``sockets``."""
-    env = variant_env(variant)
+    env = variants.child_env(variant)
     if names is not None:
         env["LISTEN_FDNAMES"] = names
     fds = [sock.fileno() for sock in sockets]

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
@@ -27,8 +28,8 @@ SOURCE_DIR = os.path.dirname(PACKAGE_DIR)  # src/ in a checkout
 LAYERS = [
     # leaves: facts, the contract, the Python stream objects, the registry,
     # and helpers that take values and never call back into a server
-    ["_version", "_sockets", "errors", "connections", "_contract", "_streams",
-     "tls", "inherit"],
+    ["_version", "_sockets", "errors", "connections", "_contract", "_settings", "_streams",
+     "tls", "_quiet", "inherit"],
     # the two cores
     ["_core_py", "_core"],
     # the planner and the engine (which core serves, each server's state)
@@ -209,6 +210,71 @@ def test_each_module_imports_alone(module):
     name = "fastserver" if module == "__init__" else f"fastserver.{module}"
     result = _run_isolated(f"import {name}")
     assert result.returncode == 0, result.stderr
+
+
+def _init_imports():
+    """The modules ``__init__.py`` imports names from, in its order."""
+    with open(os.path.join(PACKAGE_DIR, "__init__.py"), encoding="utf-8") as file:
+        tree = ast.parse(file.read())
+    modules = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+                and node.module not in modules):
+            modules.append(node.module)
+    return modules
+
+
+@pytest.mark.parametrize("order", ["reversed", "as written"])
+def test_the_order_of_the_init_imports_does_not_matter(order):
+    """``__init__.py``'s imports, run in another order in a package whose
+    ``__init__`` does not run, import the same names: no module relies on
+    another having been imported first."""
+    modules = _init_imports()
+    assert "servers" in modules and "handlers" in modules
+    if order == "reversed":
+        modules.reverse()
+    code = (
+        "import os, sys, types\n"
+        "package = types.ModuleType('fastserver')\n"
+        "package.__path__ = [os.environ['FASTSERVER_PACKAGE_DIR']]\n"
+        "sys.modules['fastserver'] = package\n"
+        "import importlib\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module('fastserver.' + name)\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, FASTSERVER_PACKAGE_DIR=PACKAGE_DIR)
+    result = subprocess.run([sys.executable, "-I", "-W", "error", "-c", code],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0 and result.stdout == "ok\n", result.stderr
+
+
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+@pytest.mark.skipif(not FREE_THREADED, reason="a free-threaded build only (3.13t and later)")
+@pytest.mark.parametrize("core", ["compiled", "twin"])
+def test_no_module_turns_the_gil_back_on(core):
+    """On a free-threaded build, importing any module of the package, with
+    either core, leaves the GIL off (and warns of nothing: -W error)."""
+    if core == "compiled" and _engine.compiled_core is None:
+        pytest.skip("compiled core not available")
+    names = ["fastserver" if m == "__init__" else f"fastserver.{m}"
+             for m in package_modules() if m != "__main__"]
+    if core == "twin":
+        names.remove("fastserver._core")
+    code = "import sys\n" + "".join(f"import {name}\n" for name in names) + (
+        "assert not sys._is_gil_enabled(), 'the GIL was turned back on'\n"
+        "import fastserver._engine as e\n"
+        "print(e.CORE_IMPLEMENTATION)\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHON_GIL", "FASTSERVER_NO_EXTENSIONS")}
+    if core == "twin":
+        env["FASTSERVER_NO_EXTENSIONS"] = "1"
+    result = subprocess.run([sys.executable, "-I", "-W", "error", "-c", code],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("c" if core == "compiled" else "python")
 
 
 @pytest.mark.skipif(_engine.compiled_core is None, reason="compiled core not available")

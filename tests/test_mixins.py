@@ -11,7 +11,7 @@ import time
 import pytest
 
 import util
-from conftest import open_fds
+from util import open_fds
 
 HOST = util.HOST
 TIMEOUT = util.TIMEOUT

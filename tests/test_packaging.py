@@ -145,8 +145,8 @@ def test_sdist_carries_the_core_sources_and_no_generated_c(sdist):
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     for required in ("src/_core.pyx", "src/fastserver/_core.pxd", "src/includes/epoll.pxd",
                      "src/includes/compat.h", "src/core/loop.pxi", "LICENSE", "setup.py",
-                     "pyproject.toml", "tests/conftest.py", "tests/util.py", "bench/run.py",
-                     "bench/plot.py", "bench/loadgen.c"):
+                     "pyproject.toml", "tests/conftest.py", "tests/util.py", "tests/variants.py",
+                     "bench/run.py", "bench/plot.py", "bench/loadgen.c"):
         assert required in names
     assert "src/_core.c" not in names
     assert not [name for name in names if name.endswith((".so", ".pyd", ".pyc"))]

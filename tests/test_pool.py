@@ -19,7 +19,8 @@ from fastserver import pool as pool_module
 from fastserver.pool import ThreadPoolMixIn, ThreadPoolTCPServer, ThreadPoolUDPServer
 
 import util
-from conftest import open_fds
+import variants
+from util import open_fds
 
 HOST = util.HOST
 TIMEOUT = util.TIMEOUT
@@ -582,16 +583,33 @@ def test_shutdown_does_not_wait_for_room(fs):
             client.close()
 
 
-def test_bad_settings_are_reported(fs):
-    for attrs in ({"overload": "drop"}, {"max_workers": 0}, {"max_queue": -1},
-                  {"max_workers": 2.5}):
-        with pool_server(fs, **attrs) as server:
+BAD_POOL_SETTINGS = [
+    ("overload", "drop", ValueError),
+    ("max_workers", 0, ValueError),
+    ("max_queue", -1, ValueError),
+    ("max_workers", 2.5, TypeError),
+]
+
+
+def test_bad_settings_are_refused_where_the_class_is_defined(fs):
+    for name, value, error in BAD_POOL_SETTINGS:
+        with pytest.raises(error, match=r"^Server\.%s must be .*, not %r$" % (name, value)):
+            pool_server(fs, **{name: value})
+
+
+def test_bad_settings_set_after_construction_are_refused_before_the_first_request(fs):
+    """The limits may be set on the instance until the pool starts: a bad
+    one fails there (and in pool_status()), naming the setting."""
+    for name, value, error in BAD_POOL_SETTINGS:
+        with pool_server(fs) as server:
+            setattr(server, name, value)
+            message = r"^Server\.%s must be" % name
             left, right = socket.socketpair()
             with left, right:
-                with pytest.raises(ValueError):
+                with pytest.raises(error, match=message):
                     server.process_request(left, "client")
-            if "overload" not in attrs:
-                with pytest.raises(ValueError):
+            if name != "overload":
+                with pytest.raises(error, match=message):
                     server.pool_status()
 
 
@@ -745,6 +763,7 @@ def test_no_fd_or_thread_leak(fs):
 def test_idle_workers_use_no_cpu(fs):
     gate = Gate()
     server = pool_server(fs, handler=gated_handler(fs, gate), max_workers=8)
+    threads_before = set(threading.enumerate())
     with util.background_server(server, poll_interval=0.5):
         clients = [util.tcp_connect(server.server_address) for _ in range(8)]
         try:
@@ -757,18 +776,23 @@ def test_idle_workers_use_no_cpu(fs):
             for client in clients:
                 client.close()
         assert util.wait_until(lambda: server.pool_status().idle == 8)
-        cpu_before = time.process_time()
-        time.sleep(1.0)
-        idle_cpu = time.process_time() - cpu_before
+        # The server's threads alone (what this test started): the loop and
+        # the eight workers, not the test's own client code.
+        server_threads = set(threading.enumerate()) - threads_before
+        assert len(server_threads) == 1 + 8, server_threads
+        with util.ThreadsCPU(server_threads) as cpu:
+            cpu_before = cpu.seconds()
+            time.sleep(1.0)
+            idle_cpu = cpu.seconds() - cpu_before
         assert server.pool_status().workers == 8
     # Eight idle workers and an idle loop: a few wake-ups of the loop at most.
-    assert idle_cpu < 0.05, "idle pool used %.3f s of CPU in 1 s" % idle_cpu
+    assert idle_cpu < 0.05, "the loop and 8 idle workers used %.3f s of CPU in 1 s" % idle_cpu
 
 
 def test_the_interpreter_exits_without_server_close(fs, variant):
     """Idle non-daemon workers wait for work for ever; they must not keep
     a program that forgot server_close() from ending."""
-    script = util.VARIANT_IMPORT_SNIPPET + """
+    script = variants.CHILD_IMPORT + """
 import socket
 from fastserver.pool import ThreadPoolTCPServer
 
@@ -782,7 +806,7 @@ with socket.create_connection(server.server_address) as client:
     assert client.recv(10) == b"ok"
 print(server.pool_status().workers, server.daemon_threads)
 """
-    result = subprocess.run([sys.executable, "-c", script], env=util.variant_env(variant),
+    result = subprocess.run([sys.executable, "-c", script], env=variants.child_env(variant),
                             capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "False"]

@@ -1,4 +1,4 @@
-"""TLS for stream servers (issue 4, item 7): ``ssl_context`` wraps every
+"""TLS for stream servers (docs/tls.md): ``ssl_context`` wraps every
 accepted connection; the handshake runs where the request is served, bounded
 by ``ssl_handshake_timeout``; a failed handshake goes to
 ``handle_tls_error`` and never reaches the handler, the loop or other
@@ -21,11 +21,11 @@ import threading
 
 import pytest
 
-from conftest import open_fds
 from util import (
     HOST,
     TIMEOUT,
     background_server,
+    open_fds,
     reap_children,
     recv_until_eof,
     short_tmpdir,
@@ -590,11 +590,14 @@ def test_plan_takes_the_python_path_for_tls(fs, certs):
 
 
 def test_ssl_context_on_a_datagram_server_is_refused(fs, certs):
-    """Plaintext where TLS was asked for would be worse than an error."""
+    """Plaintext where TLS was asked for would be worse than an error: where
+    the class is defined, or, set later, when the loop starts."""
+    with pytest.raises(ValueError, match=r"^Server\.ssl_context is set, but TLS needs a stream"):
 
-    class Server(fs.UDPServer):
-        ssl_context = certs.server_context()
+        class Server(fs.UDPServer):
+            ssl_context = certs.server_context()
 
-    with Server((HOST, 0), fs.DatagramRequestHandler) as server:
-        with pytest.raises(ValueError, match="stream server"):
+    with fs.UDPServer((HOST, 0), fs.DatagramRequestHandler) as server:
+        server.ssl_context = certs.server_context()
+        with pytest.raises(ValueError, match=r"^UDPServer\.ssl_context is set, but TLS needs"):
             server.serve_forever(poll_interval=0.05)

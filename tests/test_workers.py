@@ -16,19 +16,19 @@ import time
 import pytest
 
 import util
-from conftest import open_fds
+import variants
+from util import open_fds
 
-workers_module = pytest.importorskip("fastserver.workers")
-if not hasattr(workers_module, "PreforkMixIn"):
+if not hasattr(os, "fork"):  # fastserver.workers defines PreforkMixIn where there is fork()
     pytest.skip("no fork() here", allow_module_level=True)
 
-from fastserver.servers import TCPServer  # noqa: E402
-from fastserver.workers import (  # noqa: E402
+from fastserver.servers import TCPServer
+from fastserver.workers import (
     PreforkMixIn,
     PreforkTCPServer,
     PreforkUDPServer,
 )
-from fastserver.workers import exits as workers_exits  # noqa: E402
+from fastserver.workers import exits as workers_exits
 
 HOST = util.HOST
 TIMEOUT = util.TIMEOUT
@@ -319,15 +319,9 @@ def test_unix_datagram(fs):
 # ---------------------------------------------------------------------------
 def concurrency_mixins(fs):
     from fastserver.mixins import ForkingMixIn, ThreadingMixIn
+    from fastserver.pool import ThreadPoolMixIn
 
-    mixins = {"threading": ThreadingMixIn, "forking": ForkingMixIn}
-    try:
-        from fastserver.pool import ThreadPoolMixIn
-    except ImportError:
-        pass
-    else:
-        mixins["thread-pool"] = ThreadPoolMixIn
-    return mixins
+    return {"threading": ThreadingMixIn, "thread-pool": ThreadPoolMixIn, "forking": ForkingMixIn}
 
 
 @pytest.mark.parametrize("mixin", ["threading", "thread-pool", "forking"])
@@ -335,8 +329,6 @@ def test_combined_with_a_concurrency_mixin(fs, mixin):
     """Persistent connections served concurrently within each worker, and
     a request in flight at shutdown() finished before the worker exits."""
     mixins = concurrency_mixins(fs)
-    if mixin not in mixins:
-        pytest.skip("fastserver.pool is not there yet")
 
     class Handler(fs.StreamRequestHandler):
         def handle(self):
@@ -554,10 +546,13 @@ def test_shutdown_flag_set_by_a_handler_stops_the_server(fs):
 
 
 def test_workers_must_be_a_positive_int(fs):
+    """Set after construction (which checks it too): serve_forever() refuses
+    it before forking anything."""
     with PreforkTCPServer((HOST, 0), pid_handler(fs)) as server:
-        for bad in (0, -1, 1.5, None, True):
+        for bad, error in ((0, ValueError), (-1, ValueError), (1.5, TypeError),
+                           (None, TypeError), (True, TypeError)):
             server.workers = bad
-            with pytest.raises(ValueError):
+            with pytest.raises(error, match=r"^PreforkTCPServer\.workers must be an int >= 1"):
                 server.serve_forever()
     assert_no_children()
 
@@ -575,7 +570,7 @@ def test_serve_forever_twice_at_once_is_an_error(fs):
 # ---------------------------------------------------------------------------
 # The supervisor's own process: SIGTERM and SIGKILL
 # ---------------------------------------------------------------------------
-SUPERVISOR_SCRIPT = util.VARIANT_IMPORT_SNIPPET + """
+SUPERVISOR_SCRIPT = variants.CHILD_IMPORT + """
 import os
 from fastserver import workers
 
@@ -592,13 +587,15 @@ print("serve_forever returned", flush=True)
 
 
 class Supervisor:
-    """A subprocess running SUPERVISOR_SCRIPT in its main thread."""
+    """A subprocess running SUPERVISOR_SCRIPT in its main thread, on the
+    variant the test names (its ``fs_native`` fixture only serves to name
+    one: each core on its native poller)."""
 
     def __init__(self, variant):
         self.proc = subprocess.Popen(
             [sys.executable, "-c", SUPERVISOR_SCRIPT],
             stdout=subprocess.PIPE,
-            env=util.variant_env(variant),
+            env=variants.child_env(variant),
         )
         try:
             self.port = int(self.proc.stdout.readline())
@@ -619,7 +616,7 @@ needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /
 
 
 @needs_proc
-def test_sigterm_to_the_supervisor_stops_everything(variant):
+def test_sigterm_to_the_supervisor_stops_everything(fs_native, variant):
     supervisor = Supervisor(variant)
     try:
         assert ask_pid((HOST, supervisor.port)) in supervisor.workers
@@ -632,7 +629,7 @@ def test_sigterm_to_the_supervisor_stops_everything(variant):
 
 
 @needs_proc
-def test_ctrl_c_in_the_supervisor_stops_the_workers_first(variant):
+def test_ctrl_c_in_the_supervisor_stops_the_workers_first(fs_native, variant):
     """KeyboardInterrupt leaves serve_forever() once the workers are gone."""
     supervisor = Supervisor(variant)
     try:
@@ -645,20 +642,10 @@ def test_ctrl_c_in_the_supervisor_stops_the_workers_first(variant):
 
 
 @needs_proc
-def test_workers_exit_when_the_supervisor_is_killed(variant):
+def test_workers_exit_when_the_supervisor_is_killed(fs_native, variant):
     supervisor = Supervisor(variant)
     try:
         assert ask_pid((HOST, supervisor.port)) in supervisor.workers
     finally:
         supervisor.kill()  # SIGKILL: no chance to stop its workers
     assert util.wait_until(lambda: all(exited(pid) for pid in supervisor.workers))
-
-
-@pytest.fixture(params=["c-epoll", "py"])
-def variant(request):
-    """The core a subprocess supervisor runs on."""
-    from fastserver import _engine
-
-    if request.param.startswith("c-") and _engine.compiled_core is None:
-        pytest.skip("compiled core not available")
-    return request.param

@@ -115,54 +115,6 @@ def fastserver_path():
     return _os.path.dirname(_os.path.dirname(_os.path.abspath(fastserver.__file__)))
 
 
-def variant_env(variant, extra_path=()):
-    """os.environ for a child process that runs the given variant.
-
-    PYTHONPATH lets the child import fastserver from where this process
-    did; the FASTSERVER_* variables of this process are passed through and
-    then adjusted for the variant: FASTSERVER_NO_EXTENSIONS=1 for "py",
-    FASTSERVER_POLLER=poll for "c-poll", neither for "c-epoll".
-    """
-    env = dict(_os.environ)
-    paths = list(extra_path)
-    fs_path = fastserver_path()
-    if fs_path:
-        paths.append(fs_path)
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = _os.pathsep.join(paths)
-    if variant == "py":
-        env["FASTSERVER_NO_EXTENSIONS"] = "1"
-        env.pop("FASTSERVER_POLLER", None)
-    elif variant == "c-poll":
-        env.pop("FASTSERVER_NO_EXTENSIONS", None)
-        env["FASTSERVER_POLLER"] = "poll"
-    elif variant == "c-epoll":
-        env.pop("FASTSERVER_NO_EXTENSIONS", None)
-        env.pop("FASTSERVER_POLLER", None)
-    env["FASTSERVER_TEST_VARIANT"] = variant
-    return env
-
-
-#: Python source that binds ``ss`` to the module under test in a child
-#: process, selecting the core the way conftest.py does, from the
-#: FASTSERVER_TEST_VARIANT variable set by variant_env().
-VARIANT_IMPORT_SNIPPET = '''
-import os as _os
-_variant = _os.environ["FASTSERVER_TEST_VARIANT"]
-if _variant == "stdlib":
-    import socketserver as ss
-else:
-    import fastserver as ss
-    from fastserver import _engine
-    if _variant.startswith("c-"):
-        assert _engine.compiled_core is not None, "compiled core missing"
-        _engine.use_core(_engine.compiled_core)
-    else:
-        _engine.use_core(_engine.python_core)
-'''
-
-
 # ---------------------------------------------------------------------------
 # Helpers for test_api.py, test_examples.py, test_hooks.py and
 # test_mixins.py.
@@ -277,3 +229,86 @@ def reap_children():
         if pid == 0:
             return reaped
         reaped.append(pid)
+
+
+# ---------------------------------------------------------------------------
+# Resource counts, for any test module (moved here from conftest.py, which
+# pytest loads itself and which is not meant to be imported).
+# ---------------------------------------------------------------------------
+
+
+def open_fds():
+    """The number of open file descriptors of this process: /proc/self/fd
+    on Linux, /dev/fd on macOS and the BSDs (it counts the directory's own
+    fd there, the same before and after)."""
+    return len(_os.listdir("/proc/self/fd" if _os.path.isdir("/proc/self/fd") else "/dev/fd"))
+
+
+# ---------------------------------------------------------------------------
+# CPU time of the threads a budget is about (test_loop.py, test_pool.py,
+# test_robustness.py's child, test_faults.py).
+# ---------------------------------------------------------------------------
+
+
+def thread_cpu_seconds(native_id, pid="self"):
+    """User+system CPU time of one thread of a process, from
+    /proc/PID/task/NATIVE_ID/stat (Linux)."""
+    with open("/proc/%s/task/%d/stat" % (pid, native_id)) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = _os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+class ThreadsCPU:
+    """The user+system CPU time some running threads (``threading.Thread``
+    objects) of this process use, so that a CPU budget for a server's loop
+    (and its workers) does not count the test's own client code::
+
+        with ThreadsCPU([loop_thread]) as cpu:
+            before = cpu.seconds()
+            ...
+            used = cpu.seconds() - before
+
+    On Linux each thread's /proc/self/task/<native_id>/stat is opened at
+    once and re-read in place: seconds() opens no fd, so it works in a
+    process that has used up its fds on purpose (test_robustness.py's
+    EMFILE child).  Elsewhere (macOS, the BSDs) no thread can read another
+    one's CPU time, and the whole process's (os.times()) stands in: more
+    than the threads', never less, so a budget kept there holds for the
+    threads too.
+    """
+
+    def __init__(self, threads):
+        self._fds = None
+        self._ticks = None
+        if _os.path.isdir("/proc/self/task"):
+            self._ticks = _os.sysconf("SC_CLK_TCK")
+            self._fds = []
+            try:
+                for thread in threads:
+                    path = "/proc/self/task/%d/stat" % thread.native_id
+                    self._fds.append(_os.open(path, _os.O_RDONLY))
+            except BaseException:
+                self.close()
+                raise
+
+    def seconds(self):
+        if self._fds is None:
+            times = _os.times()
+            return times.user + times.system
+        total = 0
+        for fd in self._fds:
+            fields = _os.pread(fd, 4096, 0).decode().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (ticks)
+        return total / self._ticks
+
+    def close(self):
+        for fd in self._fds or ():
+            _os.close(fd)
+        self._fds = [] if self._fds is not None else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()

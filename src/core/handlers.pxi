@@ -29,10 +29,15 @@ def stream_handler_setup(self):
     plain = type(connection) is _plain_socket
     rbufsize = self.rbufsize
     max_line_length = self.max_line_length
-    if plain and rbufsize != 0:
-        self.rfile = SocketReader(connection, rbufsize, max_line_length)
-    else:
-        self.rfile = _py_open_reader(connection, rbufsize, max_line_length)
+    try:
+        if plain and rbufsize != 0:
+            self.rfile = SocketReader(connection, rbufsize, max_line_length)
+        else:
+            self.rfile = _py_open_reader(connection, rbufsize, max_line_length)
+    except (TypeError, ValueError):
+        # A bad max_line_length set on the instance: say which setting.
+        _blame_setting(self, "max_line_length")
+        raise
     wbufsize = self.wbufsize
     if wbufsize == 0:
         self.wfile = SocketWriter(connection) if plain else _PySocketWriter(connection)

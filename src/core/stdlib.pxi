@@ -14,6 +14,8 @@ import _socket as _c_socket
 from fastserver import _contract
 from fastserver._streams import SocketWriter as _PySocketWriter
 from fastserver._streams import open_reader as _py_open_reader
+# The rules of the settings: used to name a bad one, never per request.
+from fastserver._settings import blame_setting as _blame_setting
 from fastserver.errors import LineTooLong as _LineTooLong
 
 cdef object _SHUT_WR = _socket.SHUT_WR

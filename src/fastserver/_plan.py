@@ -16,8 +16,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from . import _sockets, tls
-from ._contract import AcceptKind, Plan, ShutdownKind, check_overload, default_kind
+from . import _settings, _sockets
+from ._contract import AcceptKind, Plan, ShutdownKind, default_kind
 
 
 def _plain_listener(server: Any, socket_type: int) -> socket.socket | None:
@@ -49,7 +49,12 @@ def _is_stream_server(server: Any) -> bool:
 
 
 def plan_for(server: Any) -> Plan:
-    """The Plan for ``server``'s next serve_forever() loop."""
+    """The Plan for ``server``'s next serve_forever() loop.
+
+    The settings are checked first (_settings.py): one assigned since the
+    constructor checked them fails here, once, and not at every request.
+    """
+    _settings.check_instance(server)
     if default_kind(server, "_handle_request_noblock") is None:
         return Plan(handle_one=server._handle_request_noblock)
 
@@ -64,11 +69,7 @@ def plan_for(server: Any) -> Plan:
         accept = "stream" if get_request == "stream" else "datagram"
     # With ssl_context set, get_request() wraps each connection and
     # finish_request() runs its handshake: both stay calls.
-    tls_enabled = tls.wanted(
-        getattr(server, "ssl_context", None),
-        getattr(server, "socket_type", socket.SOCK_STREAM),
-        type(server).__name__,
-    )
+    tls_enabled = getattr(server, "ssl_context", None) is not None
     if tls_enabled:
         accept, listener = "call", None
 
@@ -91,11 +92,12 @@ def plan_for(server: Any) -> Plan:
 
     limits: dict[str, Any] = {}
     if _is_stream_server(server):
+        # Checked above; the plan says "no limit" with 0 where the setting
+        # says None.
+        max_connections = getattr(server, "max_connections", None)
         limits = {
-            "max_connections": getattr(server, "max_connections", None) or 0,
-            "overload": check_overload(
-                getattr(server, "overload", "wait"), f"{type(server).__name__}.overload"
-            ),
+            "max_connections": 0 if max_connections is None else max_connections,
+            "overload": getattr(server, "overload", "wait"),
             "idle_timeout": getattr(server, "idle_timeout", None),
         }
 

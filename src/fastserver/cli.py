@@ -25,13 +25,18 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType, ModuleType
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import _engine
 from ._version import __version__
 from .handlers import DatagramRequestHandler, StreamRequestHandler
 from .pool import ThreadPoolMixIn as ConcurrencyMixIn
 from .servers import TCPServer, UDPServer
+
+if TYPE_CHECKING:
+    import socketserver
+
+    from ._typing import RequestType, RetAddress
 
 
 class Terminated(BaseException):
@@ -110,8 +115,9 @@ def make_http_server(host: str | None, port: int, directory: str | os.PathLike[s
     class FileHandler(http.server.SimpleHTTPRequestHandler):
         protocol_version = protocol
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=root, **kwargs)
+        def __init__(self, request: RequestType, client_address: RetAddress,
+                     server: socketserver.BaseServer) -> None:
+            super().__init__(request, client_address, server, directory=root)
 
     family, address = best_family(host, port)
     return HTTPServer(address, FileHandler, family)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 from io import BufferedIOBase, BytesIO
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _engine
+from . import _engine, _settings
 from ._streams import SocketWriter as _SocketWriter  # the stdlib's name for it
 from ._streams import open_reader as _open_reader
 from .errors import LineTooLong as LineTooLong  # re-exported: fastserver.LineTooLong
@@ -90,6 +90,14 @@ class StreamRequestHandler(BaseRequestHandler):
     # None: no limit (the stdlib's behaviour).
     max_line_length: int | None = 65536
 
+    # fastserver: the settings (fastserver/_settings.py), checked when a
+    # subclass is defined; an instance's own value, at setup() (see there).
+    _fastserver_settings: ClassVar[tuple[str, ...]] = ("max_line_length",)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _settings.check_class(cls)
+
     # The connected socket (``request``), typed Any as in typeshed.
     connection: Any
     # The socket's file objects, as in typeshed: the core's rfile and wfile
@@ -104,7 +112,15 @@ class StreamRequestHandler(BaseRequestHandler):
             self.connection.settimeout(self.timeout)
         if self.disable_nagle_algorithm:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-        self.rfile = _open_reader(self.connection, self.rbufsize, self.max_line_length)
+        try:
+            self.rfile = _open_reader(self.connection, self.rbufsize, self.max_line_length)
+        except (TypeError, ValueError):
+            # fastserver: a bad max_line_length set on the instance (the
+            # class's was checked when the class was defined) fails in the
+            # reader; say which setting.  Checked on failure only: nothing
+            # is added to a request that succeeds.
+            _settings.blame_setting(self, "max_line_length")
+            raise
         if self.wbufsize == 0:
             self.wfile = _SocketWriter(self.connection)
         else:

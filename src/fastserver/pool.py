@@ -18,12 +18,14 @@ import socket
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from queue import SimpleQueue
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Union, cast
 
-from ._contract import check_overload
+from . import _settings
+from ._contract import Overload
 from .mixins import ThreadingMixIn
-from .servers import TCPServer, UDPServer
+from .servers import BaseServer, TCPServer, UDPServer
 
 if TYPE_CHECKING:
     import socketserver
@@ -308,20 +310,22 @@ class _WorkerPool:
                 self._room.notify()
 
 
-def _overload_policy(server: ThreadPoolMixIn) -> str:
-    return check_overload(server.overload, f"{type(server).__name__}.overload")
+def _overload_policy(server: ThreadPoolMixIn) -> Overload:
+    policy: Overload = _settings.check_setting(server, "overload")
+    return policy
 
 
 def _pool_limits(server: ThreadPoolMixIn) -> tuple[int, int]:
-    """(max_workers, max_queue) of ``server``, checked, with max_queue=None resolved."""
-    max_workers, max_queue = server.max_workers, server.max_queue
-    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-        raise ValueError("max_workers must be an int >= 1, not %r" % (max_workers,))
+    """(max_workers, max_queue) of ``server``, checked, with max_queue=None resolved.
+
+    The server's constructor checked them already; read again here because
+    the pool starts at the first request, and they may be set until then.
+    """
+    max_workers = int(_settings.check_setting(server, "max_workers"))
+    max_queue = _settings.check_setting(server, "max_queue")
     if max_queue is None:
-        max_queue = QUEUE_PER_WORKER * max_workers
-    elif isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 0:
-        raise ValueError("max_queue must be None or an int >= 0, not %r" % (max_queue,))
-    return max_workers, max_queue
+        return max_workers, QUEUE_PER_WORKER * max_workers
+    return max_workers, int(max_queue)
 
 
 # ---------------------------------------------------------------------------
@@ -355,7 +359,7 @@ class ThreadPoolMixIn(_ServerMixIn):
     #:             backlog (a request waiting when shutdown() is called is
     #:             refused instead, so that the loop can stop at once);
     #: "refuse" -- handle_overload() is called for the request.
-    overload = "wait"
+    overload: Overload = "wait"
     #: The workers' daemon flag, as in ThreadingMixIn.
     daemon_threads = False
     #: If true, server_close() waits until the non-daemon workers have run
@@ -364,6 +368,19 @@ class ThreadPoolMixIn(_ServerMixIn):
 
     _fastserver_thread_pool: _WorkerPool | None = None  # the pool of the process that started it
     _fastserver_pool_closed = False
+
+    #: The settings above (see fastserver/_settings.py): checked when a
+    #: class is defined and when the server is constructed, and keyword
+    #: arguments of a fastserver server's constructor.
+    _fastserver_settings: ClassVar[tuple[str, ...]] = ("max_workers", "max_queue", "overload")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # fastserver's servers check every setting of theirs, this mix-in's
+        # included; a server of another kind (http.server's) gets this check
+        # only, and the pool's when it starts.
+        if not issubclass(cls, BaseServer):
+            _settings.check_class(cls)
 
     # ThreadingMixIn's own method: a worker runs a request exactly as a
     # ThreadingMixIn thread does (finish_request(), handle_error() on an
@@ -389,21 +406,27 @@ class ThreadPoolMixIn(_ServerMixIn):
         """
         self.shutdown_request(request)
 
-    def shutdown(self, *args: Any, **kwargs: Any) -> None:
-        """Stop the serve_forever loop (see BaseServer.shutdown).
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop the serve_forever loop (see BaseServer.shutdown; the
+        ``timeout``, a graceful drain, needs fastserver's server classes).
 
         A request waiting for room in a full pool ("wait") is refused
         through handle_overload(), so that the loop stops now rather than
         when a worker frees up.
         """
         pool = self._live_thread_pool()
-        if pool is None:
-            return super().shutdown(*args, **kwargs)
-        pool.refuse_waits(True)
+        if pool is not None:
+            pool.refuse_waits(True)
         try:
-            return super().shutdown(*args, **kwargs)
+            if timeout is None:
+                super().shutdown()  # also the stdlib's servers' (no timeout there)
+            else:
+                # fastserver's BaseServer.shutdown(timeout); to the type
+                # checker the mix-in's base is the stdlib's BaseServer.
+                cast("Callable[[float], None]", super().shutdown)(timeout)
         finally:
-            pool.refuse_waits(False)
+            if pool is not None:
+                pool.refuse_waits(False)
 
     def server_close(self) -> None:
         """Close the server, then let the workers run the requests they

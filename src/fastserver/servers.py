@@ -35,10 +35,10 @@ import sys
 import threading
 from collections.abc import Callable
 from time import monotonic as time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _engine, inherit, tls
-from ._contract import default_hook
+from . import _engine, _quiet, _settings, inherit, tls
+from ._contract import Overload, default_hook
 from ._sockets import is_ip_family, set_tcp_nodelay
 from .mixins import ThreadingMixIn
 
@@ -50,8 +50,9 @@ if TYPE_CHECKING:
     import ssl
     from socket import socket as SocketType
 
-    from typing_extensions import Self
+    from typing_extensions import Self, Unpack
 
+    from ._settings import Settings
     from ._typing import Address, InetAddress, RequestType, RetAddress, UnixAddress
 
 
@@ -128,6 +129,13 @@ class BaseServer(_StdlibBaseServer):
     """
 
     timeout: float | None = None
+
+    # fastserver: the settings this class defines (see _settings.py): each
+    # may be set on a subclass, on the instance, or passed to the
+    # constructor as a keyword argument, and is checked when the class is
+    # defined and when the server is constructed.
+    _fastserver_settings: ClassVar[tuple[str, ...]] = ("overload", "ssl_handshake_timeout")
+
     # fastserver.tls: the bound, in seconds, on the TLS handshake that
     # finish_request() completes before the handler (None: the socket's own
     # timeout).  See TCPServer.ssl_context.
@@ -149,12 +157,24 @@ class BaseServer(_StdlibBaseServer):
         _BaseServer__shutdown_request: bool
         _BaseServer__is_shut_down: threading.Event
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """fastserver: a bad setting on the class fails where the class is
+        defined, not at its first request."""
+        super().__init_subclass__(**kwargs)
+        _settings.check_class(cls)
+
     def __init__(
         self,
         server_address: Address,
         RequestHandlerClass: Callable[[Any, RetAddress, Self], socketserver.BaseRequestHandler],
+        **settings: Unpack[Settings],
     ) -> None:
-        """Constructor.  May be extended, do not override."""
+        """Constructor.  May be extended, do not override.
+
+        fastserver: ``settings`` are the server's settings by name (the
+        class attributes, such as ``overload``); they become instance
+        attributes.  TypeError for a name that is not a setting of the class.
+        """
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         # The stdlib's private names, mangled the same way, because code in
@@ -162,6 +182,15 @@ class BaseServer(_StdlibBaseServer):
         # stop serve_forever() from inside a handler.
         self.__is_shut_down = threading.Event()
         self.__shutdown_request = False
+        # fastserver: before the subclass's steps (TCPServer's server_bind()
+        # reads settings), and checked once the constructor's steps are done:
+        # here for a server of its own, after binding for a TCPServer.
+        _settings.apply_keywords(self, settings)
+        #: fastserver: how many requests ended in each expected way that
+        #: handle_error() logs in one line (see _quiet.py), in this process.
+        self.quiet_errors: dict[str, int] = _quiet.new_counts()
+        if not isinstance(self, TCPServer):
+            _settings.check_instance(self)
 
     def server_activate(self) -> None:
         """Called by constructor to activate the server.  May be overridden."""
@@ -326,7 +355,7 @@ class BaseServer(_StdlibBaseServer):
     # "wait" -- stop accepting until there is room (new connections wait in
     # the kernel's backlog); "refuse" -- accept and hand the request to
     # handle_overload() instead of verify_request().
-    overload = "wait"
+    overload: Overload = "wait"
 
     def handle_overload(self, request: RequestType, client_address: RetAddress) -> None:
         """fastserver: called instead of the request chain when a limit is
@@ -350,7 +379,16 @@ class BaseServer(_StdlibBaseServer):
         """Handle an error gracefully.  May be overridden.
 
         The default is to print a traceback and continue.
+
+        fastserver: except for the expected ways a connection ends early,
+        each logged in one line on the ``fastserver.requests`` logger and
+        counted in ``self.quiet_errors``: a timeout of the server's
+        ``idle_timeout`` or the handler's ``timeout`` (WARNING), a line
+        longer than the handler's ``max_line_length`` (WARNING), a client
+        that resets or closes the connection mid-request (INFO).
         """
+        if _quiet.report(self, request, client_address, sys.exc_info()[1]):
+            return
         print("-" * 40, file=sys.stderr)
         print(
             "Exception occurred during processing of request from",
@@ -400,6 +438,9 @@ class TCPServer(BaseServer):
     # connection over TLS; see BaseServer.ssl_handshake_timeout and
     # handle_tls_error().  Read when a loop starts.
     ssl_context: ssl.SSLContext | None = None
+
+    _fastserver_settings: ClassVar[tuple[str, ...]] = (
+        "tcp_nodelay", "max_connections", "idle_timeout", "ssl_context")
 
     # fastserver: a server on a socket bound elsewhere (a supervisor,
     # systemd socket activation; see fastserver/inherit.py).
@@ -466,10 +507,14 @@ class TCPServer(BaseServer):
         sock = socket.socket(fileno=fd)
         try:
             inherit.check_adoptable(sock, cls.socket_type, cls.address_family, cls.__name__)
+            return cls.from_socket(sock, RequestHandlerClass, *args, **kwargs)
         except BaseException:
-            sock.detach()  # give the fd back instead of closing it
+            # Give the fd back instead of closing it, unless the server had
+            # adopted it already (its server_close() then closed it): the
+            # constructor refuses bad arguments or settings before that.
+            if sock.fileno() != -1:
+                sock.detach()
             raise
-        return cls.from_socket(sock, RequestHandlerClass, *args, **kwargs)
 
     # The socket from_socket()/from_fd() gave the server: its server_bind()
     # must not bind it again, nor its server_activate() shrink the backlog
@@ -489,9 +534,14 @@ class TCPServer(BaseServer):
         server_address: InetAddress,
         RequestHandlerClass: Callable[[Any, RetAddress, Self], socketserver.BaseRequestHandler],
         bind_and_activate: bool = True,
+        **settings: Unpack[Settings],
     ) -> None:
-        """Constructor.  May be extended, do not override."""
-        BaseServer.__init__(self, server_address, RequestHandlerClass)
+        """Constructor.  May be extended, do not override.
+
+        fastserver: ``settings`` by name, as for BaseServer; keyword-only,
+        so the stdlib's positional ``bind_and_activate`` keeps its place.
+        """
+        BaseServer.__init__(self, server_address, RequestHandlerClass, **settings)
         self.socket = socket.socket(self.address_family, self.socket_type)
         if bind_and_activate:
             try:
@@ -500,6 +550,13 @@ class TCPServer(BaseServer):
             except:  # as the stdlib: close on anything, then re-raise
                 self.server_close()
                 raise
+        # fastserver: the settings, once the stdlib's steps are done (a
+        # subclass's server_bind() or server_activate() may set some).
+        try:
+            _settings.check_instance(self)
+        except BaseException:
+            self.server_close()  # as above: no socket left behind
+            raise
 
     def server_bind(self) -> None:
         """Called by constructor to bind the socket.
@@ -651,6 +708,7 @@ if hasattr(socket, "AF_UNIX"):
                     [Any, RetAddress, Self], socketserver.BaseRequestHandler
                 ],
                 bind_and_activate: bool = True,
+                **settings: Unpack[Settings],
             ) -> None: ...
 
     class UnixDatagramServer(UDPServer):
@@ -667,6 +725,7 @@ if hasattr(socket, "AF_UNIX"):
                     [Any, RetAddress, Self], socketserver.BaseRequestHandler
                 ],
                 bind_and_activate: bool = True,
+                **settings: Unpack[Settings],
             ) -> None: ...
 
     class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer):

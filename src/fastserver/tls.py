@@ -1,5 +1,6 @@
 """TLS for stream servers: set ``ssl_context`` on a server and every accepted
-connection is served over TLS.
+connection is served over TLS.  (``_settings.py`` checks the setting: a
+server-side ``ssl.SSLContext``, on a stream server.)
 
 The functions here take values and return results; the server classes
 (``servers.py``) call them and call their own hooks on the outcome, so
@@ -47,23 +48,6 @@ if TYPE_CHECKING:
     import ssl
 
     from ._typing import RequestType, RetAddress
-
-
-def wanted(ssl_context: object, socket_type: int, server_name: str) -> bool:
-    """True when a server with this ``ssl_context`` serves over TLS.
-
-    Raises ValueError for a datagram server (``server_name`` names it): TLS
-    needs a byte stream (DTLS is not supported), and serving plaintext
-    where TLS was asked for would be worse than not serving.
-    """
-    if ssl_context is None:
-        return False
-    if socket_type != socket.SOCK_STREAM:
-        raise ValueError(
-            f"{server_name}.ssl_context is set, but TLS needs a stream "
-            "server (TCPServer, UnixStreamServer or a subclass); DTLS is not supported"
-        )
-    return True
 
 
 def wrap_accepted(ssl_context: ssl.SSLContext, request: socket.socket) -> ssl.SSLSocket:

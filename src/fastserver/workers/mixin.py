@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from .. import _engine
 from ..servers import TCPServer, UDPServer
@@ -97,6 +97,11 @@ if hasattr(os, "fork"):
         worker_index: int | None = None
 
         _fastserver_supervisor: _Supervisor | None = None
+
+        #: The settings (fastserver/_settings.py): checked by the server
+        #: classes when a class is defined and a server constructed, and a
+        #: keyword argument of their constructors.
+        _fastserver_settings: ClassVar[tuple[str, ...]] = ("workers",)
 
         def server_bind(self) -> None:
             """Set SO_REUSEPORT when each worker gets its own socket, then

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from time import monotonic
 from typing import TYPE_CHECKING, NoReturn
 
-from .. import _engine
+from .. import _engine, _settings
 from .exits import _RUNNING, _exit_status, _ExitWatch, _watch_for_stop
 from .listeners import _reuse_port_listeners, _wants_reuse_port
 
@@ -126,9 +126,9 @@ class _Supervisor:
         """Serve until shutdown(): BaseServer.serve_forever's loop, with
         worker exits as the events."""
         server = self.server
-        count = server.workers
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError("workers must be an int >= 1, not %r" % (count,))
+        # Checked when the server was constructed; again here, as it may be
+        # set until serve_forever() (the rule is _settings.py's).
+        count = int(_settings.check_setting(server, "workers"))
         with _engine.loop_running(server) as engine:
             self.engine = engine
             self._supervise(count)
