@@ -89,14 +89,18 @@ def burn(iterations):
     return total
 
 
-def calibrate(work_us, trials=15):
+def calibrate(work_us, trials=15, spacing=0.05):
     """The ``burn()`` loop count that costs about ``work_us`` microseconds.
 
     Measured in CPU time of this thread (time.thread_time), not wall time:
     on a shared machine a run that other processes preempt is not slower
     in CPU time.  The best of ``trials`` (after a warm-up that lets the
     interpreter specialize the loop) is the undisturbed cost: a disturbed
-    run is only ever slower (cache misses, a busy sibling hyperthread).
+    run is only ever slower (cache misses, a busy sibling hyperthread, a
+    virtual CPU whose host is busy).  The trials at the final size are
+    ``spacing`` seconds apart, so that they sample more than one moment of
+    a machine whose speed drifts (on the shared development VM the same
+    loop's CPU time varies by up to 1.6x from one second to the next).
     """
     probe = 10000
     for _ in range(3):
@@ -104,8 +108,11 @@ def calibrate(work_us, trials=15):
     per_iteration = min(_cpu_time(burn, probe) for _ in range(trials)) / probe
     # Again at the size wanted: a longer loop amortizes the call and the clock.
     iterations = max(1, round(work_us * 1e-6 / per_iteration))
-    per_iteration = min(_cpu_time(burn, iterations) for _ in range(trials)) / iterations
-    return max(1, round(work_us * 1e-6 / per_iteration))
+    best = float("inf")
+    for _ in range(trials):
+        best = min(best, _cpu_time(burn, iterations))
+        time.sleep(spacing)
+    return max(1, round(work_us * 1e-6 * iterations / best))
 
 
 def _cpu_time(func, arg):

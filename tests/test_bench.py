@@ -97,7 +97,7 @@ def test_cpu_bound_servers_need_a_loop_count(servers, workload):
 
 def test_burn_is_deterministic_and_calibrate_counts(servers):
     assert servers.burn(10) == sum(i * i for i in range(10))
-    iterations = servers.calibrate(50, trials=3)
+    iterations = servers.calibrate(50, trials=3, spacing=0)
     assert isinstance(iterations, int) and iterations >= 1
 
 
