@@ -17,7 +17,10 @@
  *   tcp-rr    --concurrency persistent connections (default 1), each sends
  *             one line and waits for its echo before sending the next.
  *             After a warm-up, measurement starts only once every
- *             connection has completed one round trip.
+ *             connection has completed one round trip.  --think-ms T:
+ *             each connection waits T ms (up to about 1 ms more) after a
+ *             reply before it sends the next line, so that a latency probe
+ *             is light load instead of back-to-back requests.
  *   udp-rr    --concurrency datagrams in flight, one connected UDP socket
  *             each; every datagram carries a sequence number and waits for
  *             its echo; after --timeout-ms (default 200) it is resent
@@ -57,7 +60,7 @@
 #include <unistd.h>
 
 enum mode { TCP_CONN, TCP_RR, UDP_RR };
-enum state { ST_IDLE, ST_CONNECTING, ST_SENDING, ST_READING, ST_BACKOFF };
+enum state { ST_IDLE, ST_CONNECTING, ST_SENDING, ST_READING, ST_BACKOFF, ST_THINK };
 
 #define MAX_CONCURRENCY 10000
 #define MAX_SIZE (1 << 20)
@@ -87,6 +90,7 @@ struct options {
     double warmup;
     double timeout;     /* seconds */
     double deadline;    /* seconds from start, whole run */
+    double think;       /* tcp-rr: seconds between a reply and the next send */
 };
 
 struct stats {
@@ -306,7 +310,10 @@ static void tcp_complete(struct slot *s)
         s->state = ST_IDLE;           /* a tcp-rr connection stays open */
     else if (opt.mode == TCP_CONN)
         tcp_connect(s);
-    else
+    else if (opt.think > 0) {
+        s->state = ST_THINK;          /* tcp_check_timeout() sends the next */
+        s->t_deadline = t + opt.think;
+    } else
         tcp_begin_op(s, t);
 }
 
@@ -376,6 +383,15 @@ static void tcp_check_timeout(struct slot *s, double t)
     if (s->state == ST_BACKOFF) {
         if (t >= s->t_deadline && may_begin())
             tcp_start_slot(s);
+    } else if (s->state == ST_THINK) {
+        if (t < s->t_deadline)
+            return;
+        if (!may_begin()) {
+            s->state = ST_IDLE;
+            return;
+        }
+        tcp_begin_op(s, t);
+        tcp_advance(s, EPOLLOUT);
     } else if (s->busy && t >= s->t_deadline) {
         tcp_fail(s, "operation timed out", 0);
     }
@@ -514,7 +530,8 @@ static void usage(void)
     fprintf(stderr,
         "usage: loadgen --mode tcp-conn|tcp-rr|udp-rr --addr HOST:PORT|PATH\n"
         "               [--size BYTES] [--concurrency N] [--duration S | --ops N]\n"
-        "               [--warmup S] [--timeout-ms MS] [--deadline S]\n");
+        "               [--warmup S] [--timeout-ms MS] [--deadline S]\n"
+        "               [--think-ms MS (tcp-rr)]\n");
     exit(2);
 }
 
@@ -546,6 +563,7 @@ static void parse_args(int argc, char **argv)
         else if (!strcmp(a, "--warmup")) opt.warmup = atof(v);
         else if (!strcmp(a, "--timeout-ms")) timeout_ms = atol(v);
         else if (!strcmp(a, "--deadline")) opt.deadline = atof(v);
+        else if (!strcmp(a, "--think-ms")) opt.think = atof(v) / 1000.0;
         else usage();
     }
     if (!have_mode || !opt.addr)
@@ -567,6 +585,8 @@ static void parse_args(int argc, char **argv)
         die("--concurrency must be 1..%d", MAX_CONCURRENCY);
     if (opt.duration <= 0 && opt.ops <= 0)
         die("--duration or --ops must be positive");
+    if (opt.think < 0 || (opt.think > 0 && opt.mode != TCP_RR))
+        die("--think-ms must be positive, and is for tcp-rr only");
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -668,11 +688,13 @@ int main(int argc, char **argv)
         if (st.measuring && ((opt.ops > 0 && (long)st.n >= opt.ops) ||
                              (opt.ops <= 0 && t - measure_start >= opt.duration)))
             break;
+        /* Thinking connections are due at any moment: check every wake-up,
+         * and wake up every millisecond (epoll_wait's resolution). */
         if (t >= next_check) {
             check_timeouts(t);
-            next_check = t + 0.005;
+            next_check = t + (opt.think > 0 ? 0 : 0.005);
         }
-        int n = epoll_wait(epfd, events, 256, 5);
+        int n = epoll_wait(epfd, events, 256, opt.think > 0 ? 1 : 5);
         if (n < 0 && errno != EINTR)
             die("epoll_wait: %s", strerror(errno));
         for (int i = 0; i < n; i++) {

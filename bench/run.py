@@ -12,10 +12,41 @@ implementation, the spread of the runs, and the fastserver/stdlib ratios;
 --json writes every raw run too.  The ``shutdown`` row runs
 bench/shutdown_latency.py.
 
+What free-threading buys: rows not in the default table (they tell
+something only on, or against, a free-threaded build, and take a few
+minutes), ``--workloads freethreading`` (or ``cpu`` for the first four):
+
+  threaded-cpu, pool-cpu     4 persistent connections (loadgen tcp-rr), each
+                             line costs the handler ~1 ms of pure Python
+                             (servers.py's burn() loop), on ThreadingTCPServer,
+                             and on fastserver's ThreadPoolTCPServer (the
+                             stdlib's row: ThreadingTCPServer); server on CPU 0
+  threaded-cpu-2cores,       the same with the server allowed both CPUs; the
+  pool-cpu-2cores            load generator stays on the second, where it needs
+                             a few per cent of the core (gen%): both modules
+                             face the same client, srv% says how much of the
+                             two cores the server used, and a ``scaling`` line
+                             gives each module's 2-core over 1-core ops/s
+  convoy                     one connection's trivial round trips (tcp-rr, a
+                             line ~1 ms after each reply) on a ThreadingTCPServer
+                             allowed both CPUs, while a second loadgen keeps
+                             another connection's handler computing (~20 ms a
+                             line): p50/p99 is how long a trivial request waits
+                             for a CPU-bound thread (on a GIL build, the GIL's
+                             switch interval: the convoy effect); srv us/op is
+                             left out, the busy connection's CPU being most of it
+
+The loop count is calibrated once per bench, on the server's CPU after
+waiting for quiet, to --cpu-work-us of CPU (default 1000), and every server
+of the bench gets the same count; --cpu-work-iterations N fixes it instead.
+The JSON lists each server thread's CPU over the window
+(server_thread_cpu_pct), busiest first.
+
     python bench/run.py [--quick] [--runs 3] [--duration 3] [--warmup 1]
                         [--workloads tcp-base,udp-base,...] [--json out.json]
                         [--backlog 64] [--quiet-wait 20] [--retries 2]
-                        [--no-reference]
+                        [--no-reference] [--cpu-work-us 1000]
+                        [--cpu-work-iterations N]
 
 ``--quick`` is one run each of 1 s: a smoke test
 (``python bench/run.py --quick --workloads tcp-base,udp-base`` takes ~10 s).
@@ -82,6 +113,12 @@ class Workload:
     concurrency: int = 1
     size: int = 64
     keepalive: bool = True  # wrk only
+    server_cpus: int = 1    # 2: the server may run on both CPUs (the load's too)
+    work: bool = False      # the handler burns --cpu-work-us per line (servers.py)
+    #: > 0: a second loadgen (tcp-rr, one connection) keeps the server busy
+    #: with lines this long while the measured one runs (the convoy row).
+    busy_size: int = 0
+    think_ms: float = 0     # loadgen --think-ms: a pause after each reply
 
 
 WORKLOADS = {
@@ -98,10 +135,32 @@ WORKLOADS = {
     # Issue 4's rows: each module's defaults (Nagle), and the thread pool.
     "http-keepalive-as-is": Workload("http-as-is", "wrk", concurrency=10, keepalive=True),
     "http-close-pool": Workload("http-pool", "wrk", concurrency=10, keepalive=False),
+    # What free-threading buys: 4 persistent connections, ~1 ms of pure
+    # Python per line, the server on one core, then allowed both.
+    "threaded-cpu": Workload("threaded-cpu", "loadgen", "tcp-rr", 4, 64, work=True),
+    "pool-cpu": Workload("pool-cpu", "loadgen", "tcp-rr", 4, 64, work=True),
+    "threaded-cpu-2cores": Workload("threaded-cpu", "loadgen", "tcp-rr", 4, 64,
+                                    server_cpus=2, work=True),
+    "pool-cpu-2cores": Workload("pool-cpu", "loadgen", "tcp-rr", 4, 64,
+                                server_cpus=2, work=True),
+    # A trivial request's round trip while another connection is CPU-bound.
+    # The probe sends a line a millisecond or so after each reply: light
+    # load, so that its latency is the wait for the busy thread, not a queue.
+    "convoy": Workload("convoy", "loadgen", "tcp-rr", 1, 64, server_cpus=2, work=True,
+                       busy_size=256, think_ms=1),
 }
+#: Not in the default table: they only tell something on a free-threaded
+#: build (or against one), and take a minute or more each.
+OPTIONAL_WORKLOADS = ["threaded-cpu", "pool-cpu", "threaded-cpu-2cores", "pool-cpu-2cores",
+                      "convoy"]
 ALIASES = {"http": ["http-close", "http-close-sync", "http-keepalive", "http-keepalive-as-is",
-                    "http-close-pool"]}
-DEFAULT_WORKLOADS = list(WORKLOADS) + ["shutdown"]
+                    "http-close-pool"],
+           "cpu": ["threaded-cpu", "threaded-cpu-2cores", "pool-cpu", "pool-cpu-2cores"],
+           "freethreading": ["threaded-cpu", "threaded-cpu-2cores", "pool-cpu",
+                             "pool-cpu-2cores", "convoy"]}
+DEFAULT_WORKLOADS = [name for name in WORKLOADS if name not in OPTIONAL_WORKLOADS] + ["shutdown"]
+#: Rows measured on one server core and on two: their ratio is the scaling.
+SCALING_PAIRS = [("threaded-cpu", "threaded-cpu-2cores"), ("pool-cpu", "pool-cpu-2cores")]
 
 
 class BenchError(Exception):
@@ -134,23 +193,61 @@ def build_c_program(source, binary, what):
 
 # ---- CPU accounting -------------------------------------------------------
 
+def read_proc(path):
+    """The text of a /proc file, read with os.read(), no file object.
+
+    On the free-threaded 3.13.5 closing a buffered file takes the file's
+    lock a second time (close, then flush), and that take spins with
+    sched_yield() before it blocks: some 80 yields per text file closed
+    (strace).  Where the CPU is free a yield returns at once; where the
+    server keeps this process's CPU busy (the -2cores rows) each one hands
+    the CPU over for a time slice, and sampling the window's edge took
+    0.1-0.7 s instead of microseconds, so the window no longer matched the
+    load generator's.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks).decode()
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
 def process_cpu_seconds(pid):
     """utime + stime of a process (all its threads, live and exited)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = read_proc(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def thread_cpu_seconds(pid):
+    """{thread id: utime + stime} of a process's live threads."""
+    times = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return times
+    for tid in tids:
+        try:
+            fields = read_proc(f"/proc/{pid}/task/{tid}/stat").rsplit(")", 1)[1].split()
+        except OSError:  # the thread exited meanwhile
+            continue
+        times[int(tid)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return times
 
 
 def cpus_busy_seconds():
     """Non-idle time of the server's and the client's CPUs (/proc/stat), in s."""
     wanted = {"cpu" + SERVER_CPU, "cpu" + CLIENT_CPU}
     busy = 0
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *ticks = line.split()
-            if name in wanted:
-                ticks = [int(t) for t in ticks[:8]]
-                busy += (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+    for line in read_proc("/proc/stat").splitlines():
+        name, *ticks = line.split()
+        if name in wanted:
+            ticks = [int(t) for t in ticks[:8]]
+            busy += (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
     return busy
 
 
@@ -160,14 +257,17 @@ class Window:
     def __init__(self, server):
         self.server = server
         self.start = self.end = None
+        self.threads_start = self.threads_end = {}
 
     def sample(self):
         return self.server.cpu(), cpus_busy_seconds()
 
     def open(self):
         self.start = self.sample()
+        self.threads_start = thread_cpu_seconds(self.server.proc.pid)
 
     def close(self):
+        self.threads_end = thread_cpu_seconds(self.server.proc.pid)
         self.end = self.sample()
 
     def result(self, client_cpu_s):
@@ -176,7 +276,14 @@ class Window:
             raise BenchError("the measured window never opened or closed")
         server = self.end[0] - self.start[0]
         busy = self.end[1] - self.start[1]
+        # Which threads were busy: the CPU seconds of each server thread that
+        # lived through the window, busiest first (the JSON's, for a profile
+        # of where a server's time goes: its loop thread, or its handlers).
+        threads = sorted((self.threads_end[tid] - self.threads_start[tid]
+                          for tid in self.threads_end if tid in self.threads_start),
+                         reverse=True)
         return {"server_cpu_s": server,
+                "server_thread_cpu_s": threads,
                 "other_cpu_s": max(0.0, busy - server - (client_cpu_s or 0))}
 
 
@@ -199,8 +306,8 @@ def wait_for_quiet(max_wait, threshold=0.15, step=0.5):
 def listen_overflows():
     """The kernel's TcpExt ListenOverflows counter (full accept queues)."""
     try:
-        with open("/proc/net/netstat") as f:
-            lines = [line.split() for line in f if line.startswith("TcpExt:")]
+        lines = [line.split() for line in read_proc("/proc/net/netstat").splitlines()
+                 if line.startswith("TcpExt:")]
         return int(dict(zip(lines[0], lines[1]))["ListenOverflows"])
     except (OSError, KeyError, IndexError, ValueError):
         return 0
@@ -208,18 +315,25 @@ def listen_overflows():
 
 # ---- the server process ---------------------------------------------------
 
-class Server:
-    """A servers.py (or refserver) subprocess pinned to SERVER_CPU; stopped
-    by its pid."""
+def server_cpu_list(count):
+    """taskset's CPU list for a server allowed ``count`` (1 or 2) CPUs."""
+    return SERVER_CPU if count == 1 else f"{SERVER_CPU},{CLIENT_CPU}"
 
-    def __init__(self, impl, workload, tmpdir, backlog):
+
+class Server:
+    """A servers.py (or refserver) subprocess pinned to SERVER_CPU (or to
+    both CPUs, ``cpus=2``); stopped by its pid."""
+
+    def __init__(self, impl, workload, tmpdir, backlog, cpus=1, work_iterations=0):
         self.ready_file = os.path.join(tmpdir, f"{impl}-{workload}.port")
         self.log_path = os.path.join(tmpdir, f"{impl}-{workload}.log")
         # Open for the server's whole life (its stdout); close() closes it.
         self.log = open(self.log_path, "w")  # noqa: SIM115
         program = [REFSERVER] if impl == REFERENCE else [sys.executable, SERVERS, "--impl", impl]
-        cmd = ["taskset", "-c", SERVER_CPU, *program, "--workload", workload, "--port", "0",
-               "--ready-file", self.ready_file, "--backlog", str(backlog)]
+        if work_iterations:
+            program += ["--work-iterations", str(work_iterations)]
+        cmd = ["taskset", "-c", server_cpu_list(cpus), *program, "--workload", workload,
+               "--port", "0", "--ready-file", self.ready_file, "--backlog", str(backlog)]
         # taskset execs the server: self.proc.pid is the server's own pid.
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         try:
@@ -274,6 +388,8 @@ def run_loadgen(server, spec, duration, warmup):
            "--addr", f"127.0.0.1:{server.port}", "--size", str(spec.size),
            "--concurrency", str(spec.concurrency), "--duration", str(duration),
            "--warmup", str(warmup), "--deadline", str(deadline)]
+    if spec.think_ms:
+        cmd += ["--think-ms", str(spec.think_ms)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     window = Window(server)
@@ -323,6 +439,55 @@ def follow_loadgen(proc, window, server, timeout):
                 window.close()
             else:
                 messages.append(line)
+
+
+class BusyConnection:
+    """The convoy row's CPU-bound connection: a second loadgen, tcp-rr on one
+    connection, sending lines of ``spec.busy_size`` bytes (servers.py's
+    convoy handler runs its loop for each) back to back.  It starts before
+    the measured loadgen and runs ``margin`` s longer than its warm-up and
+    window, so the window never sees the server without it.  It is as cheap
+    a client as the measured one: it sleeps in epoll_wait() while the
+    server works."""
+
+    def __init__(self, server, spec, duration, warmup, margin=1.0):
+        seconds = warmup + duration + margin
+        cmd = ["taskset", "-c", CLIENT_CPU, LOADGEN, "--mode", "tcp-rr",
+               "--addr", f"127.0.0.1:{server.port}", "--size", str(spec.busy_size),
+               "--concurrency", "1", "--duration", str(seconds), "--warmup", "0",
+               "--deadline", str(seconds + 15)]
+        self.out = tempfile.TemporaryFile("w+")  # noqa: SIM115 -- closed by result()
+        self.err = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=self.err, text=True)
+        self.timeout = seconds + 20
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def result(self):
+        """busy_ops_per_sec, busy_p50_us, busy_errors of the whole busy run."""
+        try:
+            self.proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            raise BenchError("the busy connection's loadgen overran its deadline") from None
+        self.out.seek(0)
+        self.err.seek(0)
+        out, err = self.out.read(), self.err.read()
+        self.stop()
+        if not out.strip():
+            raise BenchError(f"the busy connection's loadgen printed no result "
+                             f"(exit {self.proc.returncode}):\n{err}")
+        busy = json.loads(out)
+        return {"busy_ops_per_sec": busy["ops_per_sec"], "busy_p50_us": busy["p50_us"],
+                "busy_errors": busy["errors"]}
+
+    def stop(self):
+        """Kill it if it still runs; close its output files (idempotent)."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.out.close()
+        self.err.close()
 
 
 WRK_UNITS = {"us": 1, "ms": 1e3, "s": 1e6, "m": 60e6}
@@ -418,17 +583,29 @@ def one_run(impl, name, args, tmpdir):
             print(f"  note: cores still {100 * busy:.0f}% busy after waiting "
                   f"{args.quiet_wait} s for quiet; running anyway", file=sys.stderr)
     overflows = listen_overflows()
-    server = Server(impl, spec.server, tmpdir, args.backlog)
+    server = Server(impl, spec.server, tmpdir, args.backlog, spec.server_cpus,
+                    args.work_iterations if spec.work else 0)
+    busy = None
     try:
+        if spec.busy_size:
+            busy = BusyConnection(server, spec, duration, warmup)
         driver = run_wrk if spec.driver == "wrk" else run_loadgen
         result = driver(server, spec, duration, warmup)
         if server.proc.poll() is not None:
             raise BenchError(f"the server exited with {server.proc.returncode} "
                              "during the run")
+        if busy is not None:
+            if not busy.running():
+                raise BenchError("the busy connection ended before the measured window did")
+            result.update(busy.result())
+            if result["busy_errors"]:
+                result["errors"] += result["busy_errors"]
     except BenchError as exc:
         raise BenchError(f"{name}/{impl}: {exc}\nserver output:\n"
                          f"{server.output()}") from None
     finally:
+        if busy is not None:
+            busy.stop()
         code = server.stop()
     if code != 0:
         raise BenchError(f"server exited with {code} after SIGTERM:\n{server.output()}")
@@ -438,8 +615,13 @@ def one_run(impl, name, args, tmpdir):
     if not ops:
         raise BenchError(f"{name}/{impl}: no operation completed: "
                          f"{''.join(result.get('messages', []))}\n{server.output()}")
-    result["server_us_per_op"] = result["server_cpu_s"] * 1e6 / ops
+    # With a busy connection, most of the server's CPU is the busy
+    # connection's: per measured (trivial) request it means nothing.
+    result["server_us_per_op"] = (None if spec.busy_size
+                                  else result["server_cpu_s"] * 1e6 / ops)
     result["server_cpu_pct"] = 100 * result["server_cpu_s"] / result["seconds"]
+    result["server_thread_cpu_pct"] = [round(100 * t / result["seconds"], 1)
+                                       for t in result.pop("server_thread_cpu_s")]
     result["other_cpu_pct"] = 100 * result["other_cpu_s"] / result["seconds"]
     return result
 
@@ -530,7 +712,8 @@ def summarize(name, runs):
             continue
         rows[impl] = {key: median_of(mine, key) for key in (
             "ops_per_sec", "p50_us", "p99_us", "server_us_per_op",
-            "server_cpu_pct", "client_cpu_pct", "other_cpu_pct")}
+            "server_cpu_pct", "client_cpu_pct", "other_cpu_pct",
+            "busy_ops_per_sec", "busy_p50_us")}
         rows[impl]["spread_ops_pct"] = spread_of(mine, "ops_per_sec")
         rows[impl]["spread_us_per_op_pct"] = spread_of(mine, "server_us_per_op")
         rows[impl]["errors"] = sum(r.get("errors") or 0 for r in mine)
@@ -543,6 +726,9 @@ def summarize(name, runs):
     summary = {"workload": name, "stdlib": std, "fastserver": fast,
                "ratio_us_per_op": ratio("server_us_per_op", fast, std),
                "ratio_ops_per_sec": ratio("ops_per_sec", fast, std)}
+    if WORKLOADS[name].busy_size:  # the convoy row: latency is the figure
+        summary["ratio_p50"] = ratio("p50_us", fast, std)
+        summary["ratio_p99"] = ratio("p99_us", fast, std)
     if REFERENCE in rows:
         ref = summary[REFERENCE] = rows[REFERENCE]
         for impl in IMPLS:  # how far each is from the C floor, in CPU per op
@@ -586,9 +772,38 @@ def print_summary(summary):
         if "us_per_op_over_reference" in row:
             cells.append(fmt(row["us_per_op_over_reference"], ".2f", 7))
         print("".join(cells).rstrip(), flush=True)
+    if "ratio_p50" in summary:
+        busy = "; ".join(f"{impl} {fmt(summary[impl]['busy_ops_per_sec'], ',.0f', 0)} req/s"
+                         f" (p50 {fmt(summary[impl]['busy_p50_us'], '.0f', 0)} us)"
+                         for impl in IMPLS)
+        print(f"{'':<22}^ one connection's round trips while another is CPU-bound "
+              f"({busy}); fastserver/stdlib: p50 {fmt(summary['ratio_p50'], '.2f', 0)}, "
+              f"p99 {fmt(summary['ratio_p99'], '.2f', 0)}", flush=True)
     if any((summary[impl]["client_cpu_pct"] or 0) > CLIENT_BOUND for impl in impls):
         print(f"{'':<22}^ client-bound: the load generator's core is saturated, so "
               "ops/s is its limit; compare srv us/op", flush=True)
+
+
+def scaling(summaries):
+    """For each SCALING_PAIRS pair measured: ops/s on two server cores over
+    ops/s on one, per implementation."""
+    by_name = {s["workload"]: s for s in summaries}
+    rows = []
+    for one, two in SCALING_PAIRS:
+        if one in by_name and two in by_name:
+            row = {"workloads": [one, two]}
+            for impl in IMPLS:
+                a, b = by_name[one][impl]["ops_per_sec"], by_name[two][impl]["ops_per_sec"]
+                row[impl] = b / a if a and b else None
+            rows.append(row)
+    return rows
+
+
+def print_scaling(rows):
+    for row in rows:
+        print(f"{'scaling':<22}{row['workloads'][1]} / {row['workloads'][0]} ops/s: "
+              + ", ".join(f"{impl} {fmt(row[impl], '.2f', 0)}x" for impl in IMPLS),
+              flush=True)
 
 
 # ---- the shutdown row -------------------------------------------------------
@@ -652,8 +867,16 @@ def parse_args(argv):
     parser.add_argument("--duration", type=float, default=3, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1, help="warm-up seconds per run")
     parser.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
-                        help="comma-separated; 'http' means both http rows. "
-                             "Known: " + ", ".join(DEFAULT_WORKLOADS))
+                        help="comma-separated; 'http' means the http rows, 'cpu' "
+                             "the four CPU-bound threaded rows, 'freethreading' "
+                             "those and convoy. Default: " + ", ".join(DEFAULT_WORKLOADS)
+                             + "; not by default: " + ", ".join(OPTIONAL_WORKLOADS))
+    parser.add_argument("--cpu-work-us", type=float, default=1000,
+                        help="the CPU-bound rows' work per line, in microseconds of "
+                             "CPU, calibrated once per bench (default 1000)")
+    parser.add_argument("--cpu-work-iterations", type=int, default=0,
+                        help="use this burn() loop count instead of calibrating "
+                             "(to repeat an earlier bench's work exactly)")
     parser.add_argument("--backlog", type=int, default=64,
                         help="listen() backlog of the TCP servers, both impls "
                              "(0: the classes' default, 5, which drops SYNs)")
@@ -680,10 +903,38 @@ def parse_args(argv):
         for real in ALIASES.get(name, [name]):
             if real not in WORKLOADS and real != "shutdown":
                 parser.error(f"unknown workload {real!r}; known: "
-                             + ", ".join(DEFAULT_WORKLOADS + list(ALIASES)))
+                             + ", ".join(DEFAULT_WORKLOADS + OPTIONAL_WORKLOADS
+                                         + list(ALIASES)))
             names.append(real)
     args.names = names
+    args.work_iterations = 0  # set by calibrate_work() if a row needs it
     return args
+
+
+def calibrate_work(args, attempts=3):
+    """The burn() loop count for --cpu-work-us, measured once for the whole
+    bench by servers.py --calibrate-us on the server's CPU, so that every
+    server of the bench, stdlib and fastserver, does the same work per line.
+
+    Each of ``attempts`` calibrations waits for quiet first and takes about
+    a second; the largest count wins: a disturbed calibration only ever
+    finds the loop slower (fewer iterations per microsecond), and one that
+    ran in a slow second of a drifting machine once gave 0.6 of the count.
+    """
+    if args.cpu_work_iterations:
+        return args.cpu_work_iterations
+    counts = []
+    for _ in range(attempts):
+        if args.quiet_wait:
+            wait_for_quiet(args.quiet_wait)
+        done = subprocess.run(["taskset", "-c", SERVER_CPU, sys.executable, SERVERS,
+                               "--calibrate-us", str(args.cpu_work_us)],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise BenchError(f"calibrating the CPU-bound work failed:\n{done.stderr}")
+        counts.append(int(done.stdout.split()[-1]))
+    args.calibrations = counts
+    return max(counts)
 
 
 def pick_cpus():
@@ -721,9 +972,16 @@ def source_state():
             "fastserver_file": fastserver.__file__}
 
 
+def gil_enabled():
+    """False on a free-threaded build running without the GIL (3.13t)."""
+    is_enabled = getattr(sys, "_is_gil_enabled", None)
+    return True if is_enabled is None else is_enabled()
+
+
 def metadata(args):
     return {**source_state(),
             "python": sys.version.split()[0], "core": fastserver.CORE_IMPLEMENTATION,
+            "gil_enabled": gil_enabled(),
             "platform": platform.platform(), "cpus": os.cpu_count(),
             "runs": args.runs, "duration": args.duration, "warmup": args.warmup,
             "backlog": args.backlog, "loadavg_at_start": os.getloadavg(),
@@ -746,14 +1004,26 @@ def run_suite(argv=None, progress=None):
     os.sched_setaffinity(0, {int(CLIENT_CPU)})
     try:
         names = check_environment(args.names, args.reference)
+        if any(WORKLOADS[n].work for n in names if n in WORKLOADS):
+            args.work_iterations = calibrate_work(args)
         meta = report["meta"] = metadata(args)
-        print(f"fastserver bench: core={meta['core']}, python {meta['python']}, "
+        free_threaded = "" if meta["gil_enabled"] else " (free-threaded, GIL off)"
+        print(f"fastserver bench: core={meta['core']}, python {meta['python']}{free_threaded}, "
               f"{args.runs} run(s) x {args.duration} s (+{args.warmup} s warm-up) "
               f"per implementation; server on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}; "
               f"TCP backlog {args.backlog}; load average {os.getloadavg()[0]:.2f}")
         print("medians of the runs; spread = ± half the range of srv us/op; "
               "ratios = fastserver/stdlib (us/op: lower is better); "
               f"÷ C = srv us/op over the {REFERENCE} row's (bench/refserver.c)")
+        if args.work_iterations:
+            meta["cpu_work_iterations"] = args.work_iterations
+            meta["cpu_work_us"] = None if args.cpu_work_iterations else args.cpu_work_us
+            meta["cpu_work_calibrations"] = getattr(args, "calibrations", [])
+            how = ("as given" if args.cpu_work_iterations
+                   else f"calibrated to ~{args.cpu_work_us:.0f} us of CPU")
+            print(f"CPU-bound rows: burn({args.work_iterations}) per line ({how}); "
+                  "-2cores rows: the server may use both CPUs, the load generator "
+                  f"stays on CPU {CLIENT_CPU}")
         print(HEADER, flush=True)
         steps = Progress(names, args.runs, progress, lambda name: impls_of(name, args))
         with tempfile.TemporaryDirectory(prefix="fastserver-bench-") as tmpdir:
@@ -767,6 +1037,8 @@ def run_suite(argv=None, progress=None):
                 summary = summarize(name, runs)
                 report["summary"].append(summary)
                 print_summary(summary)
+        report["scaling"] = scaling(report["summary"])
+        print_scaling(report["scaling"])
         steps.finish()
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)

@@ -5,6 +5,8 @@ The same handler code runs on either module (``module = socketserver`` or
 
     python bench/servers.py --impl stdlib|fastserver --workload NAME \\
         [--host 127.0.0.1] [--port 0] [--ready-file F] [--backlog N]
+        [--work-iterations N]
+    python bench/servers.py --calibrate-us 1000
 
 Once it is listening it prints ``PORT <n>`` on stdout (and writes ``<n>`` to
 --ready-file, atomically), then serves until SIGTERM or SIGINT, shuts down
@@ -16,6 +18,13 @@ class's own value, 5.  bench/run.py passes 64: with 8 or 10 connections
 being opened at once, a backlog of 5 makes the kernel drop SYNs, and each
 drop stalls a client for the 1 s SYN retransmission timer, which measures
 the kernel's timer rather than the server.
+
+``--work-iterations N`` is the size of the CPU-bound workloads' work:
+``burn(N)``, a deterministic pure-Python loop.  ``--calibrate-us US``
+prints the N that takes about US microseconds of CPU on this interpreter
+and exits; bench/run.py runs it once per bench (pinned to the server's
+CPU) and passes the same N to every server of that bench, stdlib and
+fastserver alike.
 
 Workloads:
   tcp-base        TCPServer + BaseRequestHandler: recv, sendall(upper())
@@ -33,6 +42,16 @@ Workloads:
                   (fastserver sets TCP_NODELAY on accepted connections)
   http-pool       the http handler on fastserver's ThreadPoolMixIn, against
                   the stdlib's ThreadingHTTPServer (a thread per connection)
+  threaded-cpu    ThreadingTCPServer + StreamRequestHandler: every line
+                  costs burn(--work-iterations) (~1 ms), then is echoed
+  pool-cpu        the same handler on fastserver's ThreadPoolTCPServer,
+                  against the stdlib's ThreadingTCPServer (it has no pool)
+  convoy          ThreadingTCPServer: a line of WORK_LINE bytes or more
+                  costs BUSY_UNITS times burn(--work-iterations) (~20 ms)
+                  before its echo, a shorter one is echoed at once; one
+                  connection sending long lines keeps a thread busy, the
+                  other's round trips show how long a trivial request
+                  waits for it
 """
 import argparse
 import http.server
@@ -42,10 +61,64 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 
 import fastserver
 
 BODY = b"Hello, world!"
+#: convoy: lines at least this long get the work, shorter ones none.
+WORK_LINE = 128
+#: convoy: a long line costs this many times the work of the CPU-bound rows
+#: (~20 ms): longer than the interpreter's switch interval (5 ms), so that on
+#: a GIL build the busy thread gives the GIL up only when asked to, as in
+#: any handler that computes for a while, not between its own short requests
+#: (the trivial request would then wait for the end of one ~1 ms line only).
+BUSY_UNITS = 20
+#: The CPU-bound workloads' loop count (main() sets it from --work-iterations).
+work_iterations = 0
+
+
+def burn(iterations):
+    """Deterministic pure-Python work: a loop of integer arithmetic that
+    makes no call and takes no lock, so on a GIL build it holds the GIL
+    throughout (but for the interpreter's forced switches), and on a
+    free-threaded build it runs in parallel with anything else."""
+    total = 0
+    for i in range(iterations):
+        total += i * i
+    return total
+
+
+def calibrate(work_us, trials=15, spacing=0.05):
+    """The ``burn()`` loop count that costs about ``work_us`` microseconds.
+
+    Measured in CPU time of this thread (time.thread_time), not wall time:
+    on a shared machine a run that other processes preempt is not slower
+    in CPU time.  The best of ``trials`` (after a warm-up that lets the
+    interpreter specialize the loop) is the undisturbed cost: a disturbed
+    run is only ever slower (cache misses, a busy sibling hyperthread, a
+    virtual CPU whose host is busy).  The trials at the final size are
+    ``spacing`` seconds apart, so that they sample more than one moment of
+    a machine whose speed drifts (on the shared development VM the same
+    loop's CPU time varies by up to 1.6x from one second to the next).
+    """
+    probe = 10000
+    for _ in range(3):
+        burn(probe)
+    per_iteration = min(_cpu_time(burn, probe) for _ in range(trials)) / probe
+    # Again at the size wanted: a longer loop amortizes the call and the clock.
+    iterations = max(1, round(work_us * 1e-6 / per_iteration))
+    best = float("inf")
+    for _ in range(trials):
+        best = min(best, _cpu_time(burn, iterations))
+        time.sleep(spacing)
+    return max(1, round(work_us * 1e-6 * iterations / best))
+
+
+def _cpu_time(func, arg):
+    start = time.thread_time()
+    func(arg)
+    return time.thread_time() - start
 
 
 def tcp_base(module):
@@ -178,6 +251,64 @@ def http_pool(module):
     return ThreadPoolHTTPServer, HelloHandler
 
 
+def echo_after_work(module):
+    """A StreamRequestHandler that echoes every line after burn()."""
+    iterations = work_iterations
+    if iterations < 1:
+        raise SystemExit("the CPU-bound workloads need --work-iterations N (N >= 1)")
+
+    class Handler(module.StreamRequestHandler):
+        def handle(self):
+            for line in self.rfile:
+                burn(iterations)
+                self.wfile.write(line)
+
+    return Handler
+
+
+def threaded_cpu(module):
+    """A thread per connection, each line ~1 ms of pure Python: one core's
+    worth per thread.  On a GIL build the threads take turns; without the
+    GIL they run at once, on as many cores as the server may use."""
+
+    class Server(module.ThreadingTCPServer):
+        daemon_threads = True  # as tcp_persistent
+
+    return Server, echo_after_work(module)
+
+
+def pool_cpu(module):
+    """threaded_cpu on fastserver's ThreadPoolTCPServer (default max_workers,
+    more than the bench's 4 connections, so each connection has a worker);
+    the stdlib has no pool: its row is ThreadingTCPServer, as http-pool's."""
+    if module is socketserver:
+        return threaded_cpu(module)
+
+    class Server(module.ThreadPoolTCPServer):
+        daemon_threads = True
+
+    return Server, echo_after_work(module)
+
+
+def convoy(module):
+    """ThreadingTCPServer; lines of WORK_LINE bytes or more are CPU-bound."""
+    iterations = work_iterations * BUSY_UNITS
+    if iterations < 1:
+        raise SystemExit("the convoy workload needs --work-iterations N (N >= 1)")
+
+    class Handler(module.StreamRequestHandler):
+        def handle(self):
+            for line in self.rfile:
+                if len(line) >= WORK_LINE:
+                    burn(iterations)
+                self.wfile.write(line)
+
+    class Server(module.ThreadingTCPServer):
+        daemon_threads = True
+
+    return Server, Handler
+
+
 WORKLOADS = {
     "tcp-base": tcp_base,
     "tcp-stream": tcp_stream,
@@ -188,6 +319,9 @@ WORKLOADS = {
     "http-sync": http_sync,
     "http-as-is": http_as_is,
     "http-pool": http_pool,
+    "threaded-cpu": threaded_cpu,
+    "pool-cpu": pool_cpu,
+    "convoy": convoy,
 }
 IMPLS = {"stdlib": socketserver, "fastserver": fastserver}
 
@@ -240,15 +374,27 @@ def serve(server_class, handler, address, ready_file):
 
 
 def main(argv=None):
+    global work_iterations
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--impl", choices=sorted(IMPLS), required=True)
-    parser.add_argument("--workload", choices=sorted(WORKLOADS), required=True)
+    parser.add_argument("--calibrate-us", type=float,
+                        help="print the burn() loop count that costs this many "
+                             "microseconds of CPU here, and exit")
+    parser.add_argument("--impl", choices=sorted(IMPLS))
+    parser.add_argument("--workload", choices=sorted(WORKLOADS))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ready-file")
     parser.add_argument("--backlog", type=int, default=0,
                         help="request_queue_size (0: the class default, 5)")
+    parser.add_argument("--work-iterations", type=int, default=0,
+                        help="burn() loop count of the CPU-bound workloads")
     args = parser.parse_args(argv)
+    if args.calibrate_us is not None:
+        print(calibrate(args.calibrate_us), flush=True)
+        return 0
+    if not (args.impl and args.workload):
+        parser.error("--impl and --workload are required (or --calibrate-us)")
+    work_iterations = args.work_iterations
     module = IMPLS[args.impl]
     server_class, handler = WORKLOADS[args.workload](module)
     server_class = with_backlog(server_class, args.backlog)

@@ -447,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and print its table.",
         epilog="Other options go to bench/run.py: --quick (one 1 s run per "
                "implementation: a smoke test), --runs N, --duration S, --warmup S, "
-               "--workloads LIST (e.g. tcp-base,udp-base), --json FILE, ... "
+               "--workloads LIST (e.g. tcp-base,udp-base; 'freethreading' for the "
+               "rows that show what a free-threaded build buys), --json FILE, ... "
                "(python bench/run.py --help lists them all).")
     bench.add_argument("--plot", metavar="FILE.png",
                        help="draw fastserver vs the stdlib per workload into this "

@@ -1,0 +1,245 @@
+"""bench/'s free-threading rows: the CPU-bound and convoy servers
+(bench/servers.py), run.py's workloads, summaries and /proc reading, and
+loadgen's --think-ms.
+
+Correctness only, and quick: the servers run with a tiny loop count, the
+load generator for a few dozen requests.  What the rows measure is for
+``python bench/run.py --workloads freethreading`` (README, Benchmarks),
+never asserted here.
+"""
+import json
+import os
+import shutil
+import socket
+import socketserver
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import fastserver
+from fastserver import cli
+
+import util
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+
+pytestmark = pytest.mark.skipif(not (BENCH_DIR / "run.py").is_file(),
+                                reason="no bench/ next to the tests")
+
+MODULES = {"stdlib": socketserver, "fastserver": fastserver}
+
+
+@pytest.fixture(scope="module")
+def servers():
+    return cli.load_module("fastserver_bench_servers", BENCH_DIR / "servers.py")
+
+
+@pytest.fixture(scope="module")
+def run():
+    return cli.load_module("fastserver_bench_run_for_tests", BENCH_DIR / "run.py")
+
+
+@pytest.fixture(scope="module")
+def loadgen(tmp_path_factory):
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None or sys.platform != "linux":
+        pytest.skip("bench/loadgen.c needs Linux (epoll) and a C compiler")
+    binary = str(tmp_path_factory.mktemp("loadgen") / "loadgen")
+    build = subprocess.run([compiler, "-O2", "-std=c99", "-Wall", "-o", binary,
+                            str(BENCH_DIR / "loadgen.c")], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return binary
+
+
+def make_server(servers, workload, impl, iterations=50):
+    servers.work_iterations = iterations
+    try:
+        server_class, handler = servers.WORKLOADS[workload](MODULES[impl])
+    finally:
+        servers.work_iterations = 0
+    return server_class(("127.0.0.1", 0), handler)
+
+
+# ---- bench/servers.py ---------------------------------------------------------
+
+@pytest.mark.parametrize("impl", sorted(MODULES))
+@pytest.mark.parametrize("workload", ["threaded-cpu", "pool-cpu", "convoy"])
+def test_cpu_bound_servers_echo_every_line(servers, workload, impl):
+    server = make_server(servers, workload, impl)
+    with util.background_server(server):
+        with util.tcp_connect(server.server_address) as sock:
+            # For convoy, a short line (echoed at once) and a long one (the work).
+            for line in (b"x" * 63 + b"\n", b"y" * (servers.WORK_LINE + 10) + b"\n"):
+                sock.sendall(line)
+                assert util.recv_exactly(sock, len(line)) == line
+
+
+def test_pool_cpu_is_a_pool_on_fastserver_only(servers):
+    fast = make_server(servers, "pool-cpu", "fastserver")
+    std = make_server(servers, "pool-cpu", "stdlib")
+    try:
+        assert isinstance(fast, fastserver.ThreadPoolMixIn)
+        assert fast.max_workers >= 4  # a worker for each of the bench's connections
+        assert isinstance(std, socketserver.ThreadingTCPServer)
+    finally:
+        fast.server_close()
+        std.server_close()
+
+
+@pytest.mark.parametrize("workload", ["threaded-cpu", "pool-cpu", "convoy"])
+def test_cpu_bound_servers_need_a_loop_count(servers, workload):
+    servers.work_iterations = 0
+    with pytest.raises(SystemExit, match="--work-iterations"):
+        servers.WORKLOADS[workload](fastserver)
+
+
+def test_burn_is_deterministic_and_calibrate_counts(servers):
+    assert servers.burn(10) == sum(i * i for i in range(10))
+    iterations = servers.calibrate(50, trials=3, spacing=0)
+    assert isinstance(iterations, int) and iterations >= 1
+
+
+def test_calibrate_from_the_command_line(servers):
+    done = subprocess.run([sys.executable, str(BENCH_DIR / "servers.py"), "--calibrate-us", "50"],
+                          capture_output=True, text=True, timeout=util.TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 1
+
+
+# ---- bench/run.py ---------------------------------------------------------------
+
+def test_default_workloads_are_unchanged(run):
+    args = run.parse_args([])
+    assert not set(args.names) & set(run.OPTIONAL_WORKLOADS)
+    assert {"tcp-base", "udp-base", "shutdown"} <= set(args.names)
+
+
+def test_free_threading_aliases(run):
+    assert run.parse_args(["--workloads", "cpu"]).names == [
+        "threaded-cpu", "threaded-cpu-2cores", "pool-cpu", "pool-cpu-2cores"]
+    names = run.parse_args(["--workloads", "freethreading"]).names
+    assert set(names) == set(run.OPTIONAL_WORKLOADS)
+    for name in names:
+        assert run.WORKLOADS[name].work
+    assert run.WORKLOADS["convoy"].busy_size >= 128  # servers.WORK_LINE: the busy lines work
+    assert run.WORKLOADS["convoy"].size < 128          # the probe's do not
+
+
+def test_server_cpu_list(run):
+    assert run.server_cpu_list(1) == run.SERVER_CPU
+    assert run.server_cpu_list(2) == f"{run.SERVER_CPU},{run.CLIENT_CPU}"
+
+
+def row(ops, p50=100.0, p99=200.0, us_per_op=None):
+    return {"ops_per_sec": ops, "p50_us": p50, "p99_us": p99, "server_us_per_op": us_per_op,
+            "server_cpu_pct": 100.0, "client_cpu_pct": 2.0, "other_cpu_pct": 0.0,
+            "errors": 0}
+
+
+def fake_runs(name, stdlib, fastserver_row, busy=False):
+    runs = []
+    for impl, values in (("stdlib", stdlib), ("fastserver", fastserver_row)):
+        run_row = dict(values, impl=impl, workload=name)
+        if busy:
+            run_row.update(busy_ops_per_sec=50.0, busy_p50_us=20000.0)
+        runs.append(run_row)
+    return runs
+
+
+def test_scaling_of_one_and_two_cores(run):
+    summaries = [run.summarize("threaded-cpu", fake_runs("threaded-cpu", row(800), row(900))),
+                 run.summarize("threaded-cpu-2cores",
+                               fake_runs("threaded-cpu-2cores", row(1600), row(1710)))]
+    [scaling] = run.scaling(summaries)
+    assert scaling["workloads"] == ["threaded-cpu", "threaded-cpu-2cores"]
+    assert scaling["stdlib"] == pytest.approx(2.0)
+    assert scaling["fastserver"] == pytest.approx(1.9)
+    assert run.scaling(summaries[:1]) == []
+
+
+def test_convoy_summary_gives_latency_ratios(run, capsys):
+    summary = run.summarize("convoy", fake_runs("convoy", row(200, p50=4000, p99=9000),
+                                                row(900, p50=40, p99=90), busy=True))
+    assert summary["ratio_p50"] == pytest.approx(0.01)
+    assert summary["ratio_p99"] == pytest.approx(0.01)
+    assert summary["fastserver"]["busy_ops_per_sec"] == 50.0
+    run.print_summary(summary)
+    out = capsys.readouterr().out
+    assert "one connection's round trips while another is CPU-bound" in out
+    assert "p50 0.01, p99 0.01" in out
+
+
+def test_read_proc_reads_it_all(run, tmp_path):
+    text = "".join(f"line {i}\n" for i in range(20000))  # more than one os.read()
+    path = tmp_path / "big"
+    path.write_text(text)
+    assert run.read_proc(str(path)) == text
+    if os.path.exists("/proc/self/stat"):
+        assert run.read_proc("/proc/self/stat").split()[0] == str(os.getpid())
+
+
+def test_thread_cpu_seconds_lists_this_process(run):
+    if not os.path.isdir(f"/proc/{os.getpid()}/task"):
+        pytest.skip("no /proc")
+    times = run.thread_cpu_seconds(os.getpid())
+    assert os.getpid() in times and all(t >= 0 for t in times.values())
+    assert run.thread_cpu_seconds(-1) == {}
+
+
+# ---- bench/loadgen.c --think-ms ---------------------------------------------------
+
+def test_loadgen_think_time_keeps_the_count(loadgen):
+    server = cli.make_echo_server("127.0.0.1", 0)
+    with util.background_server(server):
+        done = subprocess.run(
+            [loadgen, "--mode", "tcp-rr", "--addr", f"127.0.0.1:{server.server_address[1]}",
+             "--concurrency", "2", "--ops", "20", "--warmup", "0", "--think-ms", "2"],
+            capture_output=True, text=True, timeout=util.TIMEOUT * 3)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["ops"], result["errors"], result["timed_out"]) == (20, 0, False)
+
+
+def test_loadgen_think_time_is_for_tcp_rr_only(loadgen):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        done = subprocess.run(
+            [loadgen, "--mode", "udp-rr", "--addr", f"127.0.0.1:{sock.getsockname()[1]}",
+             "--ops", "1", "--think-ms", "1"],
+            capture_output=True, text=True, timeout=util.TIMEOUT)
+    assert done.returncode != 0
+    assert "--think-ms" in done.stderr
+
+
+# ---- the rows end to end ------------------------------------------------------------
+
+@pytest.mark.skipif(not (shutil.which("taskset") and shutil.which(os.environ.get("CC", "cc"))),
+                    reason="the bench needs taskset and a C compiler")
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity")
+                    else True, reason="the bench needs two CPUs")
+def test_free_threading_rows_end_to_end(tmp_path):
+    """One short run of a 1-core row, its 2-core twin and convoy, on a tiny
+    loop (~8 s): the rows, the scaling line and the convoy line come out,
+    and the JSON has the loop count and each server thread's CPU."""
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "run.py"), "--runs", "1", "--duration", "0.5",
+         "--warmup", "0.2", "--quiet-wait", "0", "--retries", "0",
+         "--workloads", "threaded-cpu,threaded-cpu-2cores,convoy",
+         "--cpu-work-iterations", "100", "--json", str(report)],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split()[:2] for line in done.stdout.splitlines()
+            if line.split()[:1] in (["threaded-cpu"], ["threaded-cpu-2cores"], ["convoy"])]
+    assert rows == [[name, impl] for name in ("threaded-cpu", "threaded-cpu-2cores", "convoy")
+                    for impl in ("stdlib", "fastserver")]
+    assert "scaling               threaded-cpu-2cores / threaded-cpu ops/s: stdlib " \
+        in done.stdout
+    assert "while another is CPU-bound" in done.stdout
+    data = json.loads(report.read_text())
+    assert data["meta"]["cpu_work_iterations"] == 100
+    for one in data["runs"]:
+        assert one["server_thread_cpu_pct"]  # at least the main and loop threads
+        assert ("busy_ops_per_sec" in one) == (one["workload"] == "convoy")
