@@ -42,7 +42,7 @@ import pytest
 
 from fastserver import _engine
 
-from util import HOST, TIMEOUT, ThreadCall, open_fds, wait_until
+from util import HOST, TIMEOUT, ThreadCall, open_fds, recv_until_eof, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -129,15 +129,6 @@ def recv_line(sock):
             break
         data += chunk
     return data
-
-
-def recv_all(sock):
-    chunks = []
-    while True:
-        chunk = sock.recv(1 << 16)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
 
 
 def echo_once(address, line=b"ping\n"):
@@ -362,7 +353,7 @@ def burst(address, results, index):
         for n, sock in enumerate(socks):
             line = b"%d.%d\n" % (index, n)
             try:
-                reply = recv_all(sock)
+                reply = recv_until_eof(sock)
             except ConnectionResetError:  # closed with our line unread
                 reply = b""
             if reply == line:
@@ -590,7 +581,7 @@ def serve_one_sharing_handler(module, share, send):
     try:
         with socket.create_connection(server.server_address, timeout=TIMEOUT) as sock:
             sender = ThreadCall(send, sock)
-            received = recv_all(sock)  # until the handler returns
+            received = recv_until_eof(sock)  # until the handler returns
             assert sender.join(JOIN_BOUND), "the client could not send"
             assert sender.exc is None, sender.exc
     finally:
