@@ -571,8 +571,13 @@ def test_serve_forever_twice_at_once_is_an_error(fs):
 # The supervisor's own process: SIGTERM and SIGKILL
 # ---------------------------------------------------------------------------
 SUPERVISOR_SCRIPT = variants.CHILD_IMPORT + """
-import os
+import os, signal
 from fastserver import workers
+
+# SIGINT raises KeyboardInterrupt, as in a terminal: a test runner started
+# as a background job has SIGINT ignored, and the child would inherit that
+# (Python keeps an ignored SIGINT ignored).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 class Handler(ss.BaseRequestHandler):
     def handle(self):
