@@ -20,6 +20,8 @@ GIL.  The pieces, in the order they build on each other:
                             accept(2), and recvmmsg(2) or recvfrom(2)
     core/loop.pxi           serve_forever() and handle_request()'s wait
     core/socket_files.pxi   rfile and wfile for StreamRequestHandler
+    core/green.pxi          green handlers: greenlets switched by the loop,
+                            and the sockets whose waits park them there
     core/handlers.pxi       the request handlers' setup/finish, compiled
 
 The classes' fields and C methods are declared in ``fastserver/_core.pxd``
@@ -31,13 +33,15 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
+from cpython.object cimport PyObject
+from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdlib cimport malloc, realloc, free
 from libc.stdint cimport uint64_t
 
 # The C APIs, one namespace per header (src/includes/__init__.pxd).
 from libc cimport time
 from posix cimport fcntl, unistd
-from includes cimport compat, epoll, errno, eventfd, kqueue, poll, socket, string
+from includes cimport compat, epoll, errno, eventfd, greenlet, kqueue, poll, socket, string
 
 include "core/stdlib.pxi"
 include "core/consts.pxi"
@@ -48,4 +52,5 @@ include "core/request_chain.pxi"
 include "core/accept.pxi"
 include "core/loop.pxi"
 include "core/socket_files.pxi"
+include "core/green.pxi"
 include "core/handlers.pxi"

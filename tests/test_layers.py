@@ -37,7 +37,7 @@ LAYERS = [
     # the API: socketserver's classes
     ["mixins", "servers", "handlers"],
     # the extras
-    ["pool", "workers.exits", "workers.listeners", "workers.supervisor", "workers.mixin",
+    ["pool", "green", "workers.exits", "workers.listeners", "workers.supervisor", "workers.mixin",
      "workers", "cli", "__init__", "__main__"],
 ]
 ORDER = [name for layer in LAYERS for name in layer]

@@ -130,7 +130,8 @@ cdef tuple accept_stream(int listen_fd, LoopPlan plan, LoopState state, int *sta
         addrlen = sizeof(storage)
         string.memset(&storage, 0, sizeof(storage))
         with nogil:
-            fd = compat.fs_accept_cloexec(listen_fd, <socket.sockaddr *>&storage, &addrlen)
+            fd = compat.fs_accept_cloexec(listen_fd, <socket.sockaddr *>&storage, &addrlen,
+                                          plan.green)
         if fd >= 0:
             break
         err = errno.errno
@@ -142,7 +143,7 @@ cdef tuple accept_stream(int listen_fd, LoopPlan plan, LoopState state, int *sta
     if plan.tcp_nodelay:
         compat.fs_set_tcp_nodelay(fd)
     try:
-        request = new_socket(plan, fd)
+        request = new_socket(plan, fd) if state.hub is None else new_green_socket(plan, state.hub, fd)
     except BaseException:
         unistd.close(fd)
         raise

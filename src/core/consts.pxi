@@ -26,3 +26,11 @@ cdef enum:
 # What SocketReader's reads return when a non-blocking socket had nothing.
 cdef enum:
     WOULD_BLOCK = -2   # a non-blocking socket had nothing: SocketIO returns None
+
+# The green loop's batch: ready connections taken from one wait (each one a
+# greenlet switch), and what the poller's wait_events() says of each fd.
+cdef enum:
+    GREEN_MAX_EVENTS = 256
+cdef enum:
+    READY_READ = 1
+    READY_WRITE = 2

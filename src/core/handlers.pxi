@@ -26,7 +26,8 @@ def stream_handler_setup(self):
         connection.settimeout(timeout)
     if self.disable_nagle_algorithm:
         connection.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, True)
-    plain = type(connection) is _plain_socket
+    # The core's own sockets (a green one too) get the C file objects.
+    plain = type(connection) is _plain_socket or type(connection) is _GreenSocket
     rbufsize = self.rbufsize
     max_line_length = self.max_line_length
     try:

@@ -175,12 +175,15 @@ def serve_forever(server, poll_interval, plan not None, state not None):
     cdef int wake_fd = waker.read_fd
     cdef double interval = -1.0 if poll_interval is None else max(0.0, poll_interval)
     cdef bint listener_ready
-    cdef int ready[MAX_EVENTS]
+    cdef int ready[GREEN_MAX_EVENTS]
+    cdef int ready_events[GREEN_MAX_EVENTS]
     cdef int n, i, handled, status
     cdef Poller poller = Poller()
     cdef AcceptGate gate = None
     cdef DatagramBatch datagrams = None
+    cdef GreenHub hub = None
     cdef bint restore_blocking = False
+    cdef bint finished = False
     if steps.accept_kind == ACCEPT_STREAM:
         # accept(2) here drains until EAGAIN, with no poll() probe per
         # request, and never blocks when another process sharing the
@@ -189,6 +192,12 @@ def serve_forever(server, poll_interval, plan not None, state not None):
         restore_blocking = _check_errno(compat.fs_make_nonblocking(listen_fd)) == 1
     elif steps.accept_kind == ACCEPT_DATAGRAM:
         datagrams = DatagramBatch(server.max_packet_size)
+    if steps.green:
+        # Green handlers: the connections' greenlets wait in this poller
+        # too, and run between the loop's waits (core/green.pxi).
+        hub = loop_state.hub = GreenHub(poller, waker,
+                                        getattr(server, "green_slow_callback", None))
+        hub.start()
     try:
         poller.register(wake_fd)
         gate = AcceptGate(poller, listen_fd, steps, loop_state)
@@ -196,19 +205,29 @@ def serve_forever(server, poll_interval, plan not None, state not None):
         _serve_leftover_datagrams(server, steps, loop_state)
         while not _shutdown_requested(server):
             PyErr_CheckSignals()  # handlers pending since the last wait run first
-            n = poller.wait_fds(gate.wait_timeout(interval), ready, MAX_EVENTS)
+            if hub is None:
+                n = poller.wait_fds(gate.wait_timeout(interval), ready, MAX_EVENTS)
+            else:
+                n = poller.wait_events(hub.next_timeout(gate.wait_timeout(interval)),
+                                       ready, ready_events, GREEN_MAX_EVENTS)
             # A signal delivered to another thread does not interrupt this
             # wait; its Python handler runs now, at the latest after
             # poll_interval, as between the stdlib loop's bytecodes.
             PyErr_CheckSignals()
-            if _shutdown_requested(server):
-                break
             listener_ready = False
             for i in range(n):
                 if ready[i] == wake_fd:
                     waker._drain()
                 elif ready[i] == listen_fd:
                     listener_ready = gate.listening
+                elif hub is not None:
+                    # Edges are reported once: served even when the loop
+                    # stops now (the handlers in flight go on after it).
+                    hub.on_ready(ready[i], ready_events[i])
+            if hub is not None:
+                hub.run_due()
+            if _shutdown_requested(server):
+                break
             if gate.reopen_if_due():
                 listener_ready = True
             if not listener_ready:
@@ -252,12 +271,36 @@ def serve_forever(server, poll_interval, plan not None, state not None):
                 # try tells; get_request() may block: ask first.
                 if steps.accept_kind == ACCEPT_CALL and not _readable_now(listen_fd):
                     break
+        finished = True
     finally:
         if gate is not None:
             gate.release()
+        if hub is not None:
+            _finish_green(server, hub, poller, listen_fd if gate is not None and gate.listening
+                          else -1, finished)
         poller.close()
         if datagrams is not None:
             loop_state.leftover_datagrams.extend(datagrams.leftovers(steps))
         # The listener may have been closed (and its number reused) meanwhile.
         if restore_blocking and steps.listener.fileno() == listen_fd:
             compat.fs_make_blocking(listen_fd)
+
+
+cdef int _finish_green(server, GreenHub hub, Poller poller, int listen_fd,
+                       bint finished) except -1:
+    """The loop has stopped accepting: serve the green handlers in flight
+    to their end (block_on_close, as ThreadingMixIn's server_close() joins
+    its threads; shutdown(timeout=...) cuts them at its deadline), or end
+    them at once (block_on_close false, or the loop is unwinding from an
+    exception: their finally blocks and shutdown_request() run)."""
+    if listen_fd >= 0:
+        poller.unregister(listen_fd)
+    try:
+        if finished and getattr(server, "block_on_close", True):
+            hub.run_until_done()
+    finally:
+        try:
+            hub.kill_all()
+        finally:
+            hub.stop()
+    return 0

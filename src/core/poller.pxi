@@ -148,6 +148,162 @@ cdef class Poller:
                 count += 1
         return count
 
+    # -- green handlers' connections: read and write readiness as edges ------
+
+    cdef int watch(self, int fd) except -1:
+        """Report ``fd``'s read and write readiness to wait_events() as
+        edges: once per change (epoll's EPOLLET, kqueue's EV_CLEAR), so a
+        connection stays registered from its first wait to its close at no
+        cost per request, and one whose handler is busy elsewhere is never
+        reported again and again.  poll(2) has no edges: there the fd is
+        added disarmed, and arm() says what to wait for."""
+        cdef epoll.epoll_event ev
+        cdef kqueue.kevent_t changes[2]
+        cdef poll.pollfd *grown
+        if self.kind == BACKEND_EPOLL:
+            ev.events = epoll.EPOLLIN | epoll.EPOLLOUT | epoll.EPOLLRDHUP | epoll.EPOLLET
+            ev.data.u64 = 0
+            ev.data.fd = fd
+            if epoll.epoll_ctl(self.pollfd_fd, epoll.EPOLL_CTL_ADD, fd, &ev) < 0:
+                if errno.errno != errno.EEXIST:
+                    PyErr_SetFromErrno(OSError)
+                # A number reused while the old file stays registered
+                # (a dup of the closed socket is still open): take it over.
+                if epoll.epoll_ctl(self.pollfd_fd, epoll.EPOLL_CTL_MOD, fd, &ev) < 0:
+                    PyErr_SetFromErrno(OSError)
+        elif self.kind == BACKEND_KQUEUE:
+            kqueue.EV_SET(&changes[0], fd, kqueue.EVFILT_READ,
+                          kqueue.EV_ADD | kqueue.EV_CLEAR, 0, 0, NULL)
+            kqueue.EV_SET(&changes[1], fd, kqueue.EVFILT_WRITE,
+                          kqueue.EV_ADD | kqueue.EV_CLEAR, 0, 0, NULL)
+            if kqueue.kevent(self.pollfd_fd, changes, 2, NULL, 0, NULL) < 0:
+                PyErr_SetFromErrno(OSError)
+        else:
+            if self._poll_slot(fd) >= 0:
+                return 0
+            grown = <poll.pollfd *>realloc(self.pollfds, (self.npollfds + 1) * sizeof(poll.pollfd))
+            if grown == NULL:
+                raise MemoryError()
+            self.pollfds = grown
+            self.pollfds[self.npollfds].fd = -fd - 1  # negative: poll(2) skips it
+            self.pollfds[self.npollfds].events = 0
+            self.pollfds[self.npollfds].revents = 0
+            self.npollfds += 1
+        return 0
+
+    cdef int arm(self, int fd, int events) except -1:
+        """poll(2) only: report ``fd`` when READY_READ/READY_WRITE (or both)
+        until disarm().  The edge backends report every change anyway."""
+        cdef Py_ssize_t i
+        if self.kind != BACKEND_POLL:
+            return 0
+        i = self._poll_slot(fd)
+        if i >= 0:
+            self.pollfds[i].fd = fd
+            self.pollfds[i].events = ((poll.POLLIN if events & READY_READ else 0)
+                                      | (poll.POLLOUT if events & READY_WRITE else 0))
+        return 0
+
+    cdef void disarm(self, int fd) noexcept:
+        cdef Py_ssize_t i
+        if self.kind != BACKEND_POLL:
+            return
+        i = self._poll_slot(fd)
+        if i >= 0:
+            self.pollfds[i].fd = -fd - 1
+            self.pollfds[i].events = 0
+
+    cdef void forget(self, int fd) noexcept:
+        """Stop reporting a watched ``fd`` (before it closes: a dup of it
+        would keep an epoll registration alive)."""
+        cdef epoll.epoll_event ev
+        cdef kqueue.kevent_t changes[2]
+        cdef Py_ssize_t i
+        if self.kind == BACKEND_EPOLL:
+            epoll.epoll_ctl(self.pollfd_fd, epoll.EPOLL_CTL_DEL, fd, &ev)
+        elif self.kind == BACKEND_KQUEUE:
+            kqueue.EV_SET(&changes[0], fd, kqueue.EVFILT_READ, kqueue.EV_DELETE, 0, 0, NULL)
+            kqueue.EV_SET(&changes[1], fd, kqueue.EVFILT_WRITE, kqueue.EV_DELETE, 0, 0, NULL)
+            kqueue.kevent(self.pollfd_fd, changes, 2, NULL, 0, NULL)
+        else:
+            i = self._poll_slot(fd)
+            if i >= 0:
+                self.npollfds -= 1
+                self.pollfds[i] = self.pollfds[self.npollfds]
+
+    cdef Py_ssize_t _poll_slot(self, int fd) noexcept:
+        """The poll backend's entry for a watched ``fd`` (armed or not), or -1."""
+        cdef Py_ssize_t i
+        for i in range(self.npollfds):
+            if self.pollfds[i].fd == fd or self.pollfds[i].fd == -fd - 1:
+                return i
+        return -1
+
+    cdef int wait_events(self, double timeout, int *fds, int *events, int max_ready) except -1:
+        """wait_fds() with what each fd is ready for: READY_READ and/or
+        READY_WRITE (an error or hang-up is both: the next call tells)."""
+        cdef double deadline = compat.fs_monotonic() + timeout
+        cdef int n
+        while True:
+            n = self._wait_events_once(timeout, fds, events, max_ready)
+            if n >= 0:
+                return n
+            if errno.errno != errno.EINTR:
+                PyErr_SetFromErrno(OSError)
+            PyErr_CheckSignals()
+            if timeout >= 0:
+                timeout = deadline - compat.fs_monotonic()
+                if timeout < 0:
+                    timeout = 0
+
+    cdef int _wait_events_once(self, double timeout, int *fds, int *events,
+                               int max_ready) noexcept:
+        cdef epoll.epoll_event ep[GREEN_MAX_EVENTS]
+        cdef kqueue.kevent_t kev[GREEN_MAX_EVENTS]
+        cdef time.timespec ts
+        cdef int n, i, count = 0
+        cdef unsigned int flags
+        cdef int ms = compat.fs_timeout_ms(timeout)
+        if max_ready > GREEN_MAX_EVENTS:
+            max_ready = GREEN_MAX_EVENTS
+        if self.kind == BACKEND_EPOLL:
+            with nogil:
+                n = epoll.epoll_wait(self.pollfd_fd, ep, max_ready, ms)
+            for i in range(n):
+                fds[i] = ep[i].data.fd
+                flags = ep[i].events
+                if flags & (epoll.EPOLLERR | epoll.EPOLLHUP):
+                    events[i] = READY_READ | READY_WRITE
+                else:
+                    events[i] = ((READY_READ if flags & (epoll.EPOLLIN | epoll.EPOLLRDHUP) else 0)
+                                 | (READY_WRITE if flags & epoll.EPOLLOUT else 0))
+            return n
+        if self.kind == BACKEND_KQUEUE:
+            ts.tv_sec = <long>timeout
+            ts.tv_nsec = <long>((timeout - <double>ts.tv_sec) * 1e9)
+            with nogil:
+                n = kqueue.kevent(self.pollfd_fd, NULL, 0, kev, max_ready,
+                                  NULL if timeout < 0 else &ts)
+            for i in range(n):
+                fds[i] = <int>kev[i].ident
+                events[i] = READY_WRITE if kev[i].filter == kqueue.EVFILT_WRITE else READY_READ
+            return n
+        with nogil:
+            n = poll.poll(self.pollfds, self.npollfds, ms)
+        if n <= 0:
+            return n
+        for i in range(self.npollfds):
+            flags = <unsigned short>self.pollfds[i].revents
+            if flags and count < max_ready:
+                fds[count] = self.pollfds[i].fd
+                if flags & (poll.POLLERR | poll.POLLHUP | poll.POLLNVAL):
+                    events[count] = READY_READ | READY_WRITE
+                else:
+                    events[count] = ((READY_READ if flags & poll.POLLIN else 0)
+                                     | (READY_WRITE if flags & poll.POLLOUT else 0))
+                count += 1
+        return count
+
     def close(self):
         if self.pollfd_fd >= 0:
             unistd.close(self.pollfd_fd)

@@ -36,6 +36,7 @@ cdef class LoopPlan:
         self.shutdown = plan.shutdown
         self.shutdown_kind = _SHUTDOWN_KINDS[plan.shutdown]
         self.listener = listener = plan.listener
+        self.green = plan.green
         if self.accept_kind != ACCEPT_CALL:
             self.socket_class = type(listener)
             self.family = self.family_c = int(listener.family)
@@ -58,6 +59,7 @@ cdef class LoopState:
         self.open_set = self.connections.sockets
         self.prune_at = self.connections.prune_at
         self.leftover_datagrams = state.leftover_datagrams
+        self.hub = None
 
 
 cdef int _shutdown(server, LoopPlan plan, LoopState state, request) except -1:

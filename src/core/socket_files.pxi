@@ -7,7 +7,8 @@
 # every system call, so a handler may change it at any time), EINTR (signal
 # handlers run and may raise) and SocketIO's refusal to read after a timeout.
 # They make the system calls themselves instead of going through
-# SocketIO.readinto and socket.sendall frames.
+# SocketIO.readinto and socket.sendall frames; on a green socket
+# (core/green.pxi) they make the green socket's, which wait in the loop.
 
 cdef int _raise_errno(int err) except -1:
     # OSError(errno, message) picks the subclass (ConnectionResetError...)
@@ -132,6 +133,8 @@ cdef class SocketReader:
         if self.buffer == NULL:
             raise MemoryError()
         self.sock = sock
+        if type(sock) is _GreenSocket:
+            self.green = sock._green_io
         sock._io_refs += 1  # as makefile() does: close() of the socket waits for ours
         self.is_closed = False
 
@@ -325,7 +328,10 @@ cdef class SocketReader:
         self._reserve(max(at_least, self.default_capacity) if self.capacity - self.end == 0
                       else min(at_least, self.capacity - self.end))
         try:
-            got = _sock_recv(self.sock, self.buffer + self.end, self.capacity - self.end)
+            if self.green is None:
+                got = _sock_recv(self.sock, self.buffer + self.end, self.capacity - self.end)
+            else:
+                got = green_recv(self.green, self.buffer + self.end, self.capacity - self.end, 0)
         except _socket_timeout:
             self.timed_out = True
             raise
@@ -431,6 +437,8 @@ cdef class SocketWriter:
 
     def __init__(self, sock):
         self.sock = sock
+        if type(sock) is _GreenSocket:
+            self.green = sock._green_io
 
     @property
     def closed(self):
@@ -461,7 +469,10 @@ cdef class SocketWriter:
         PyObject_GetBuffer(b, &view, PyBUF_SIMPLE)
         try:
             with self.lock:
-                _sock_sendall(self.sock, <const char *>view.buf, view.len)
+                if self.green is None:
+                    _sock_sendall(self.sock, <const char *>view.buf, view.len)
+                else:
+                    green_send(self.green, <const char *>view.buf, view.len, 0, True)
             return view.len
         finally:
             PyBuffer_Release(&view)

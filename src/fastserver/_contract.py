@@ -135,6 +135,10 @@ class Plan:
     #: At ``max_connections``: stop accepting ("wait") or hand each new
     #: connection to handle_overload() ("refuse").
     overload: Overload = "wait"
+    #: Green handlers (GreenMixIn): the loop runs a hub, accepts each
+    #: connection as a green socket and process_request() hands its chain
+    #: to a greenlet of that hub.  Needs accept "stream".
+    green: bool = False
 
     def __post_init__(self) -> None:
         if self.accept not in ACCEPT_KINDS:
@@ -144,6 +148,8 @@ class Plan:
         if self.accept != "call" and self.listener is None:
             raise ValueError(f"accept={self.accept!r} needs the listening socket")
         check_overload(self.overload)
+        if self.green and self.accept != "stream":
+            raise ValueError("green needs accept='stream': the loop's own sockets")
 
     @property
     def refuse_overload(self) -> bool:

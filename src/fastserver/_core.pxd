@@ -44,6 +44,14 @@ cdef class Poller:
 
     cdef int wait_fds(self, double timeout, int *ready, int max_ready) except -1
     cdef int _wait_once(self, double timeout, int *ready, int max_ready) noexcept
+    cdef int watch(self, int fd) except -1
+    cdef int arm(self, int fd, int events) except -1
+    cdef void disarm(self, int fd) noexcept
+    cdef void forget(self, int fd) noexcept
+    cdef Py_ssize_t _poll_slot(self, int fd) noexcept
+    cdef int wait_events(self, double timeout, int *fds, int *events, int max_ready) except -1
+    cdef int _wait_events_once(self, double timeout, int *fds, int *events,
+                               int max_ready) noexcept
 
 
 # -- core/request_chain.pxi ---------------------------------------------------
@@ -87,6 +95,7 @@ cdef class LoopPlan:
     cdef int proto_c
     cdef AcceptKind accept_kind          # self.accept as an enum
     cdef ShutdownKind shutdown_kind      # self.shutdown as an enum
+    cdef readonly bint green             # each connection's chain in a greenlet (GreenMixIn)
 
 
 cdef class LoopState:
@@ -95,6 +104,7 @@ cdef class LoopState:
     cdef set open_set                    # connections.sockets
     cdef Py_ssize_t prune_at             # connections.prune_at, cached
     cdef list leftover_datagrams         # read by a loop that ended early; served first
+    cdef GreenHub hub                    # a green loop's hub, which accepted sockets join
 
 
 # -- core/accept.pxi ----------------------------------------------------------
@@ -151,6 +161,7 @@ cdef class SocketReader:
     cdef bint is_closed             # close() was called
     cdef bint timed_out             # a recv timed out: reads fail from now on, as SocketIO's
     cdef Py_ssize_t max_line        # readline() with no size: LineTooLong beyond; -1: no limit
+    cdef GreenIO green              # a green socket's, whose reads wait in the loop; else None
     # Held by every method that reads or changes the fields above, across
     # its recv() too (which runs without the GIL), as io.BufferedReader's
     # lock is: a reader shared by two threads never corrupts its buffer.
@@ -171,8 +182,63 @@ cdef class SocketReader:
 cdef class SocketWriter:
     cdef object sock                # the socket written to
     cdef bint is_closed             # close() was called (writes go on: the socket decides)
+    cdef GreenIO green              # a green socket's, whose writes wait in the loop; else None
     # Held by write() for the whole sendall(): writes from two threads
     # sharing one wfile arrive whole, one after the other.
     cdef cython.pymutex lock
 
     cdef int _check_open(self) except -1
+
+
+
+# ---------------------------------------------------------------------------
+# core/green.pxi
+# ---------------------------------------------------------------------------
+
+cdef class Waiter:
+    cdef object greenlet            # the parked greenlet; None when not parked
+    cdef double deadline            # fs_monotonic() time it times out at; 0: never
+    cdef int timer_entries          # its entries in the hub's timer heap
+    cdef double timer_at            # the time of the latest of those
+
+    cdef void clear(self) noexcept
+
+
+cdef class GreenIO(Waiter):
+    cdef GreenHub hub
+    cdef int fd
+    cdef double timeout             # the socket's: <0 none, 0 non-blocking, >0 seconds
+    cdef int waiting                # READY_* the parked greenlet waits for
+    cdef bint readable              # a read edge arrived since the last wait consumed one
+    cdef bint writable              # the same for writes
+    cdef bint drained               # the last read came back short: wait before the next
+    cdef bint watched               # registered in the hub's poller (from its first wait)
+    cdef bint closed                # the socket was closed or detached
+
+    cdef double deadline_after(self, double now) noexcept
+    cdef int wait(self, int events, double deadline) except -1
+    cdef int detach_from_hub(self) except -1
+
+
+cdef class GreenHub:
+    cdef Poller poller              # the loop's poller: connections are watched there too
+    cdef Waker waker                # the loop's waker: thread work done wakes the loop
+    cdef object hub_greenlet        # the loop's greenlet, every task's parent; None when stopped
+    cdef unsigned long thread_ident # the thread the hub runs in
+    cdef dict ios                   # fd -> GreenIO, for the fds being watched
+    cdef list timers                # heap of (deadline, seq, Waiter)
+    cdef unsigned long long timer_seq
+    cdef set tasks                  # greenlets spawned and not finished
+    cdef object completions         # deque of Waiters whose thread work finished (any thread)
+    cdef object pending             # deque of (Waiter, greenlet, wake args) to wake next
+    cdef double slow_threshold      # report a greenlet holding the loop longer; 0: off
+
+    cpdef spawn(self, func, tuple args)
+    cdef int on_ready(self, int fd, int events) except -1
+    cdef double next_timeout(self, double interval) noexcept
+    cdef int run_due(self) except -1
+    cdef bint can_park(self) except -1
+    cdef int park(self, Waiter waiter, double deadline) except -1
+    cdef int _add_timer(self, Waiter waiter) except -1
+    cdef int wake(self, Waiter waiter, tuple args) except -1
+    cdef int _switch(self, g, tuple args) except -1

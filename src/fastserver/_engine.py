@@ -212,3 +212,11 @@ def close(server: Any) -> None:
     engine = _engine_in_this_process(server)
     if engine is not None:
         engine.close()
+
+
+def running_green_hub() -> Any:
+    """The green hub serving in this thread (a green serve_forever() loop
+    runs here, and the caller is in one of its greenlets or the loop), or
+    None."""
+    running_hub = getattr(core, "running_hub", None)
+    return None if running_hub is None else running_hub()

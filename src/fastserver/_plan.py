@@ -73,6 +73,18 @@ def plan_for(server: Any) -> Plan:
     if tls_enabled:
         accept, listener = "call", None
 
+    # Green handlers (green.GreenMixIn) need sockets the loop made: their
+    # waits park in its poller.
+    green = bool(getattr(server, "_fastserver_green", False))
+    if green and accept != "stream":
+        raise TypeError(
+            f"{type(server).__name__}: green handlers serve the connections the "
+            "loop accepts itself, on a plain listening socket with TCPServer's "
+            "get_request() and no ssl_context; this server "
+            + ("has an ssl_context" if tls_enabled else
+               "overrides get_request() or has another kind of listening socket")
+        )
+
     shutdown: ShutdownKind = "call"
     shutdown_request = default_kind(server, "shutdown_request")
     if shutdown_request == default_kind(server, "close_request"):
@@ -111,4 +123,5 @@ def plan_for(server: Any) -> Plan:
         finish_default=not tls_enabled and default_kind(server, "finish_request") is not None,
         shutdown=shutdown,
         service_actions_default=default_kind(server, "service_actions") is not None,
+        green=green,
     )

@@ -171,6 +171,8 @@ RULES: Mapping[str, Rule] = {
     # pool.ThreadPoolMixIn
     "max_workers": lambda value, owner: check_int(value, owner, 1),
     "max_queue": lambda value, owner: check_int(value, owner, 0, "4 per worker"),
+    # green.GreenMixIn
+    "green_slow_callback": lambda value, owner: check_seconds(value, owner, "off"),
     # workers.PreforkMixIn
     "workers": lambda value, owner: check_int(value, owner, 1),
     # handlers.StreamRequestHandler

@@ -31,10 +31,14 @@
 typedef union epoll_data { void *ptr; int fd; uint32_t u32; uint64_t u64; } epoll_data_t;
 struct epoll_event { uint32_t events; epoll_data_t data; };
 #  define EPOLLIN 0x001
+#  define EPOLLOUT 0x004
+#  define EPOLLRDHUP 0x2000
+#  define EPOLLET (1u << 31)
 #  define EPOLLERR 0x008
 #  define EPOLLHUP 0x010
 #  define EPOLL_CTL_ADD 1
 #  define EPOLL_CTL_DEL 2
+#  define EPOLL_CTL_MOD 3
 #  define EPOLL_CLOEXEC 02000000
 #  define EFD_CLOEXEC 02000000
 #  define EFD_NONBLOCK 04000
@@ -60,8 +64,10 @@ struct kevent {
     unsigned int fflags; intptr_t data; void *udata;
 };
 #  define EVFILT_READ (-1)
+#  define EVFILT_WRITE (-2)
 #  define EV_ADD 0x0001
 #  define EV_DELETE 0x0002
+#  define EV_CLEAR 0x0020
 #  define EV_ERROR 0x4000
 static inline int kqueue(void) { errno = ENOSYS; return -1; }
 static inline int kevent(int kq, const struct kevent *changes, int nchanges,
@@ -80,21 +86,25 @@ static inline int kevent(int kq, const struct kevent *changes, int nchanges,
 #include <arpa/inet.h>
 
 /* accept(2) with the new fd close-on-exec, as Python's socket.accept()
- * makes it: atomically where accept4() exists, else in two steps. */
-static inline int fs_accept_cloexec(int fd, struct sockaddr *addr, socklen_t *len)
+ * makes it: atomically where accept4() exists, else in two steps.  The
+ * connection is blocking (Python's view of a socket with no timeout), or
+ * non-blocking when asked (a green connection, which waits in the loop). */
+static inline int fs_accept_cloexec(int fd, struct sockaddr *addr, socklen_t *len,
+                                    int nonblocking)
 {
 #if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
     defined(__OpenBSD__) || defined(__DragonFly__)
-    return accept4(fd, addr, len, SOCK_CLOEXEC);
+    return accept4(fd, addr, len, SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0));
 #else
     int conn = accept(fd, addr, len);
     if (conn >= 0) {
         int flags = fcntl(conn, F_GETFD);
         if (flags >= 0) fcntl(conn, F_SETFD, flags | FD_CLOEXEC);
         /* BSD-derived stacks (macOS) hand the listener's O_NONBLOCK down to
-         * accepted sockets; a Python socket with no timeout must block. */
+         * accepted sockets: set the flag to what is asked, either way. */
         flags = fcntl(conn, F_GETFL);
-        if (flags >= 0 && (flags & O_NONBLOCK)) fcntl(conn, F_SETFL, flags & ~O_NONBLOCK);
+        if (flags >= 0 && !(flags & O_NONBLOCK) != !nonblocking)
+            fcntl(conn, F_SETFL, nonblocking ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK));
     }
     return conn;
 #endif

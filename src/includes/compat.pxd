@@ -16,8 +16,10 @@ cdef extern from "includes/compat.h" nogil:
     double fs_monotonic()
     int fs_timeout_ms(double seconds)
 
-    # accept(2) with the new fd close-on-exec (accept4 where it exists).
-    int fs_accept_cloexec(int fd, socket.sockaddr *addr, socket.socklen_t *addrlen)
+    # accept(2) with the new fd close-on-exec (accept4 where it exists), and
+    # non-blocking when ``nonblocking`` (a green connection), else blocking.
+    int fs_accept_cloexec(int fd, socket.sockaddr *addr, socket.socklen_t *addrlen,
+                          int nonblocking)
     void fs_set_tcp_nodelay(int fd)
     # 1 if ``fd`` was blocking (the caller restores it), 0 if not, -1 on error.
     int fs_make_nonblocking(int fd)

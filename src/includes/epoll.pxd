@@ -16,6 +16,12 @@ cdef extern from "includes/compat.h" nogil:
     int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
     int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
     const uint32_t EPOLLIN
+    const uint32_t EPOLLOUT
+    const uint32_t EPOLLERR
+    const uint32_t EPOLLHUP
+    const uint32_t EPOLLRDHUP
+    const uint32_t EPOLLET
     const int EPOLL_CTL_ADD
     const int EPOLL_CTL_DEL
+    const int EPOLL_CTL_MOD
     const int EPOLL_CLOEXEC

@@ -17,3 +17,4 @@ cdef extern from "<errno.h>" nogil:
     const int ENOMEM
     const int EBADF
     const int ENOTSOCK
+    const int EEXIST

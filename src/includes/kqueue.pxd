@@ -22,5 +22,7 @@ cdef extern from "includes/compat.h" nogil:
                             unsigned short flags, unsigned int fflags, intptr_t data,
                             void *udata)
     const short EVFILT_READ
+    const short EVFILT_WRITE
     const unsigned short EV_ADD
     const unsigned short EV_DELETE
+    const unsigned short EV_CLEAR
