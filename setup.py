@@ -91,7 +91,7 @@ CORE_C = "src/_core.c"
 UNTRACKED_CYTHON_INPUTS = ["src/includes/*.pxd", "src/fastserver/_core.pxd"]
 #: What the C compiler reads besides the generated C (cythonize no longer
 #: finds compat.h on its own, for the same reason).
-CORE_C_DEPENDS = ["src/includes/compat.h"]
+CORE_C_DEPENDS = ["src/includes/compat.h", "src/includes/greenlet.h"]
 
 
 def core_c_is_stale():

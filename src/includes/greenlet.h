@@ -58,7 +58,8 @@ static inline PyObject *fs_greenlet_throw(PyObject *g, PyObject *typ)
 { return fs_greenlet_throw_ptr((fs_greenlet *)g, typ, NULL, NULL); }
 static inline int fs_greenlet_active(PyObject *g)
 { return fs_greenlet_active_ptr((fs_greenlet *)g); }
+/* A new reference, as every function here returns. */
 static inline PyObject *fs_greenlet_exit_type(void)
-{ return fs_greenlet_exit; }
+{ Py_INCREF(fs_greenlet_exit); return fs_greenlet_exit; }
 
 #endif
