@@ -2,7 +2,8 @@
 
 The metadata is in pyproject.toml; this file only describes the extension.
 
-- ``FASTSERVER_NO_EXTENSIONS=1`` at build time: no extension, a pure wheel.
+- ``FASTSERVER_NO_EXTENSIONS=1`` at build time: no extension, a pure wheel,
+  without the core's type stub either (``fastserver/_core.pyi``).
 - Windows: no extension (the core is POSIX-only); the wheel is tagged
   ``py3-none-win_<arch>`` so that it never stands in for a compiled wheel on
   another platform (a ``py3-none-any`` wheel on an index would be chosen over
@@ -18,6 +19,7 @@ import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 from setuptools.errors import CCompilerError, ExecError, PlatformError
 
 #: What a missing or broken C compiler raises (a missing compiler, missing
@@ -27,6 +29,11 @@ COMPILER_ERRORS = (CCompilerError, ExecError, PlatformError)
 
 WINDOWS = sys.platform == "win32"
 NO_EXTENSIONS = bool(os.environ.get("FASTSERVER_NO_EXTENSIONS")) or WINDOWS
+
+#: The compiled core's type stub: package data, which a wheel without the
+#: core leaves out (a stub for a module that is not there would tell a type
+#: checker it is).  The sdist carries it whatever the build (MANIFEST.in).
+CORE_STUB = "_core.pyi"
 
 FALLBACK_WARNING = """
 **********************************************************************
@@ -62,6 +69,17 @@ class OptionalBuildExt(build_ext):
 
     def warn_fallback(self, exc):
         sys.stderr.write(FALLBACK_WARNING.format(error=exc))
+
+
+class BuildPy(build_py):
+    """build_py that leaves the core's stub out of a build without the core."""
+
+    def exclude_data_files(self, package, src_dir, files):
+        files = super().exclude_data_files(package, src_dir, files)
+        if NO_EXTENSIONS and package == "fastserver":
+            stub = os.path.normpath(os.path.join(src_dir, CORE_STUB))
+            files = [path for path in files if os.path.normpath(path) != stub]
+        return files
 
 
 def platform_tagged_pure_wheel():
@@ -129,7 +147,7 @@ def extensions():
     )
 
 
-commands = {"build_ext": OptionalBuildExt}
+commands = {"build_ext": OptionalBuildExt, "build_py": BuildPy}
 if WINDOWS:
     commands["bdist_wheel"] = platform_tagged_pure_wheel()
 
