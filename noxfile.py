@@ -67,7 +67,7 @@ def tests(session, core):
 
     compiled: the normal install.  twin: built and run with
     FASTSERVER_NO_EXTENSIONS=1, the install a machine without a C compiler
-    gets.  The slow tests build fastserver again from source, the
+    must ask for.  The slow tests build fastserver again from source, the
     same on every Python and core: `dist` runs them.
     """
     env = {"FASTSERVER_NO_EXTENSIONS": "1"} if core == "twin" else {}

@@ -8,10 +8,9 @@ The metadata is in pyproject.toml; this file only describes the extension.
   ``py3-none-win_<arch>`` so that it never stands in for a compiled wheel on
   another platform (a ``py3-none-any`` wheel on an index would be chosen over
   the sdist on every platform without a wheel of its own).
-- No working C compiler: the build goes on without the core and says so
-  loudly; fastserver then runs on its pure-Python twin.  The test suite's
-  ``tests/test_build.py`` fails on such an install, so CI and cibuildwheel
-  never ship one.
+- No working C compiler, or no Python headers: the build fails, and says
+  what is missing and how to install the pure-Python core instead
+  (``CompiledCoreBuildExt`` says why it does not fall back on its own).
 """
 import glob
 import os
@@ -20,11 +19,11 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
-from setuptools.errors import CCompilerError, ExecError, PlatformError
+from setuptools.errors import CCompilerError, CompileError, ExecError, PlatformError
 
 #: What a missing or broken C compiler raises (a missing compiler, missing
 #: Python headers, an unsupported platform).  Cython's own errors are not
-#: here: a .pyx that does not compile fails the build.
+#: here: a .pyx that does not compile fails the build as it is.
 COMPILER_ERRORS = (CCompilerError, ExecError, PlatformError)
 
 WINDOWS = sys.platform == "win32"
@@ -35,40 +34,38 @@ NO_EXTENSIONS = bool(os.environ.get("FASTSERVER_NO_EXTENSIONS")) or WINDOWS
 #: checker it is).  The sdist carries it whatever the build (MANIFEST.in).
 CORE_STUB = "_core.pyi"
 
-FALLBACK_WARNING = """
-**********************************************************************
-WARNING: fastserver's compiled core could not be built:
+COMPILE_FAILED = """
+fastserver's compiled core could not be built:
     {error}
-fastserver is installed with its pure-Python core: the same API, slower.
-Install a C compiler (e.g. apt-get install gcc python3-dev) and reinstall
-to get the compiled core; set FASTSERVER_NO_EXTENSIONS=1 to skip it
-without this warning.
-**********************************************************************
+It needs a C compiler and the Python headers (for a system Python on
+Debian or Ubuntu: apt-get install gcc python3-dev).  To install fastserver
+without it, on its pure-Python core (the same API, slower), ask for that:
+    FASTSERVER_NO_EXTENSIONS=1 pip install fastserver
 """
 
 
-class OptionalBuildExt(build_ext):
-    """build_ext that falls back to the pure-Python core when compiling fails.
+class CompiledCoreBuildExt(build_ext):
+    """build_ext that fails, saying what is missing and how to do without
+    it, when the C compiler does.
 
-    The same choice aiohttp, yarl and multidict make: an install without a
-    compiler still works.  Cython itself always runs (it is a build
-    requirement), so what fails here is the C compiler or its headers.
+    Falling back to the pure-Python core on its own would go unnoticed:
+    pip shows a build's output only when the build fails, so a warning
+    printed here reaches no one, and whoever installs fastserver for its
+    compiled core would find the slower twin serving, in production.
+    A warning at import would come later still, in every process of the
+    server.  So the install fails on the machine where a compiler can still
+    be installed, and the pure-Python core is one variable away for those
+    who want it.  Cython itself always runs (it is a build requirement), so
+    what fails here is the C compiler or its headers.
     """
 
     def run(self):
         try:
             super().run()
-        except COMPILER_ERRORS as exc:  # no compiler found at all
-            self.warn_fallback(exc)
-
-    def build_extension(self, ext):
-        try:
-            super().build_extension(ext)
         except COMPILER_ERRORS as exc:
-            self.warn_fallback(exc)
-
-    def warn_fallback(self, exc):
-        sys.stderr.write(FALLBACK_WARNING.format(error=exc))
+            # setuptools prints a CompileError's text as the build's last
+            # words, which pip shows in its own output.
+            raise CompileError(COMPILE_FAILED.format(error=exc)) from exc
 
 
 class BuildPy(build_py):
@@ -147,7 +144,7 @@ def extensions():
     )
 
 
-commands = {"build_ext": OptionalBuildExt, "build_py": BuildPy}
+commands = {"build_ext": CompiledCoreBuildExt, "build_py": BuildPy}
 if WINDOWS:
     commands["bdist_wheel"] = platform_tagged_pure_wheel()
 

@@ -2,8 +2,9 @@
 
 The first tests look at the fastserver this test run imports (an editable
 install, a wheel, cibuildwheel's install).  The build tests build an sdist
-from the checkout the tests come from, once, and wheels from that unpacked
-sdist, in temporary directories.  They need the ``build`` package (the ``test`` extra
+from the checkout the tests come from, once, then wheels from that unpacked
+sdist and installs of it with pip into fresh virtual environments, in
+temporary directories.  They need the ``build`` package (the ``test`` extra
 installs it) and the package index (pip's isolated build environment fetches
 setuptools and Cython); they take about a minute on two cores, are marked
 ``slow`` (``-m "not slow"`` leaves them out of a quick run; .ci/run runs
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import venv
 import zipfile
 from pathlib import Path
 
@@ -223,16 +225,54 @@ def test_no_extensions_build_is_a_pure_wheel(sdist_tree, tmp_path):
         assert kept in names
 
 
+# ---------------------------------------------------------------------------
+# Installing from the sdist with pip, as a user without a C compiler would
+# ---------------------------------------------------------------------------
+def pip_install_into_new_venv(sdist, workdir, env):
+    """``pip install <sdist>`` into a new virtual environment, with pip's
+    default output; returns the venv's interpreter and pip's result.  The
+    venv has no pip of its own: this run's pip installs into it (--python),
+    which spares a copy of pip per test."""
+    venv.EnvBuilder(with_pip=False).create(str(workdir / "venv"))
+    bindir = "Scripts" if sys.platform == "win32" else "bin"
+    python = workdir / "venv" / bindir / ("python.exe" if sys.platform == "win32" else "python")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-cache-dir",
+         str(sdist)],
+        capture_output=True, text=True, timeout=BUILD_TIMEOUT, cwd=str(workdir),
+        env=without_fastserver_settings(env))
+    return python, done
+
+
 @pytest.mark.slow
 @needs_build
 @needs_a_compiled_core
-def test_build_without_a_working_compiler_falls_back_loudly(sdist_tree, tmp_path):
-    """`false` as the C compiler: the build succeeds without the core and
-    says so (tests/test_build.py then fails such an install)."""
-    source = tmp_path / "source"
-    shutil.copytree(sdist_tree, source)
-    done = run_build(source, tmp_path, "--wheel", env={"CC": "false"})
-    assert "fastserver's compiled core could not be built" in done.stdout + done.stderr
-    (wheel,) = tmp_path.glob("*.whl")
-    with zipfile.ZipFile(wheel) as archive:
-        assert core_extensions(archive.namelist()) == []
+def test_pip_install_without_a_compiler_fails_and_says_why(sdist, tmp_path):
+    """setup.py's CompiledCoreBuildExt: no silent fallback to the twin, and
+    the way out in pip's default output."""
+    _, done = pip_install_into_new_venv(sdist, tmp_path, {"CC": "false"})
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-3000:]
+    assert "fastserver's compiled core could not be built" in output, output[-3000:]
+    assert "python3-dev" in output
+    assert "FASTSERVER_NO_EXTENSIONS=1 pip install fastserver" in output
+
+
+@pytest.mark.slow
+@needs_build
+def test_pip_install_of_the_pure_python_core_when_asked(sdist, tmp_path):
+    python, done = pip_install_into_new_venv(
+        sdist, tmp_path, {"CC": "false", "FASTSERVER_NO_EXTENSIONS": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # Run as installed, without the variable: the twin serves because no
+    # core was built; the console script is there.
+    core = subprocess.run(
+        [str(python), "-c", "import fastserver; print(fastserver.CORE_IMPLEMENTATION)"],
+        capture_output=True, text=True, timeout=60, cwd=str(tmp_path),
+        env=without_fastserver_settings())
+    assert core.stdout.strip() == "python", core.stdout + core.stderr
+    script = python.parent / ("fastserver.exe" if sys.platform == "win32" else "fastserver")
+    version = subprocess.run([str(script), "--version"], capture_output=True, text=True,
+                             timeout=60, cwd=str(tmp_path), env=without_fastserver_settings())
+    assert version.returncode == 0, version.stderr
+    assert fastserver.__version__ in version.stdout
