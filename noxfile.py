@@ -67,7 +67,8 @@ def tests(session, core):
 
     compiled: the normal install.  twin: built and run with
     FASTSERVER_NO_EXTENSIONS=1, the install a machine without a C compiler
-    gets.
+    must ask for.  The slow tests build fastserver again from source, the
+    same on every Python and core: `dist` runs them.
     """
     env = {"FASTSERVER_NO_EXTENSIONS": "1"} if core == "twin" else {}
     sdist = build_sdist(session)
@@ -76,7 +77,7 @@ def tests(session, core):
                 "import fastserver, sys; print(fastserver.__file__, "
                 "fastserver.CORE_IMPLEMENTATION, sys.version)", env=env)
     session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                *(session.posargs or ["tests"]), env=env)
+                *(session.posargs or ["-m", "not slow", "tests"]), env=env)
 
 
 @nox.session

@@ -2,15 +2,15 @@
 
 The metadata is in pyproject.toml; this file only describes the extension.
 
-- ``FASTSERVER_NO_EXTENSIONS=1`` at build time: no extension, a pure wheel.
+- ``FASTSERVER_NO_EXTENSIONS=1`` at build time: no extension, a pure wheel,
+  without the core's type stub either (``fastserver/_core.pyi``).
 - Windows: no extension (the core is POSIX-only); the wheel is tagged
   ``py3-none-win_<arch>`` so that it never stands in for a compiled wheel on
   another platform (a ``py3-none-any`` wheel on an index would be chosen over
   the sdist on every platform without a wheel of its own).
-- No working C compiler: the build goes on without the core and says so
-  loudly; fastserver then runs on its pure-Python twin.  The test suite's
-  ``tests/test_build.py`` fails on such an install, so CI and cibuildwheel
-  never ship one.
+- No working C compiler, or no Python headers: the build fails, and says
+  what is missing and how to install the pure-Python core instead
+  (``CompiledCoreBuildExt`` says why it does not fall back on its own).
 """
 import glob
 import os
@@ -18,50 +18,65 @@ import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
-from setuptools.errors import CCompilerError, ExecError, PlatformError
+from setuptools.command.build_py import build_py
+from setuptools.errors import CCompilerError, CompileError, ExecError, PlatformError
 
 #: What a missing or broken C compiler raises (a missing compiler, missing
 #: Python headers, an unsupported platform).  Cython's own errors are not
-#: here: a .pyx that does not compile fails the build.
+#: here: a .pyx that does not compile fails the build as it is.
 COMPILER_ERRORS = (CCompilerError, ExecError, PlatformError)
 
 WINDOWS = sys.platform == "win32"
 NO_EXTENSIONS = bool(os.environ.get("FASTSERVER_NO_EXTENSIONS")) or WINDOWS
 
-FALLBACK_WARNING = """
-**********************************************************************
-WARNING: fastserver's compiled core could not be built:
+#: The compiled core's type stub: package data, which a wheel without the
+#: core leaves out (a stub for a module that is not there would tell a type
+#: checker it is).  The sdist carries it whatever the build (MANIFEST.in).
+CORE_STUB = "_core.pyi"
+
+COMPILE_FAILED = """
+fastserver's compiled core could not be built:
     {error}
-fastserver is installed with its pure-Python core: the same API, slower.
-Install a C compiler (e.g. apt-get install gcc python3-dev) and reinstall
-to get the compiled core; set FASTSERVER_NO_EXTENSIONS=1 to skip it
-without this warning.
-**********************************************************************
+It needs a C compiler and the Python headers (for a system Python on
+Debian or Ubuntu: apt-get install gcc python3-dev).  To install fastserver
+without it, on its pure-Python core (the same API, slower), ask for that:
+    FASTSERVER_NO_EXTENSIONS=1 pip install fastserver
 """
 
 
-class OptionalBuildExt(build_ext):
-    """build_ext that falls back to the pure-Python core when compiling fails.
+class CompiledCoreBuildExt(build_ext):
+    """build_ext that fails, saying what is missing and how to do without
+    it, when the C compiler does.
 
-    The same choice aiohttp, yarl and multidict make: an install without a
-    compiler still works.  Cython itself always runs (it is a build
-    requirement), so what fails here is the C compiler or its headers.
+    Falling back to the pure-Python core on its own would go unnoticed:
+    pip shows a build's output only when the build fails, so a warning
+    printed here reaches no one, and whoever installs fastserver for its
+    compiled core would find the slower twin serving, in production.
+    A warning at import would come later still, in every process of the
+    server.  So the install fails on the machine where a compiler can still
+    be installed, and the pure-Python core is one variable away for those
+    who want it.  Cython itself always runs (it is a build requirement), so
+    what fails here is the C compiler or its headers.
     """
 
     def run(self):
         try:
             super().run()
-        except COMPILER_ERRORS as exc:  # no compiler found at all
-            self.warn_fallback(exc)
-
-    def build_extension(self, ext):
-        try:
-            super().build_extension(ext)
         except COMPILER_ERRORS as exc:
-            self.warn_fallback(exc)
+            # setuptools prints a CompileError's text as the build's last
+            # words, which pip shows in its own output.
+            raise CompileError(COMPILE_FAILED.format(error=exc)) from exc
 
-    def warn_fallback(self, exc):
-        sys.stderr.write(FALLBACK_WARNING.format(error=exc))
+
+class BuildPy(build_py):
+    """build_py that leaves the core's stub out of a build without the core."""
+
+    def exclude_data_files(self, package, src_dir, files):
+        files = super().exclude_data_files(package, src_dir, files)
+        if NO_EXTENSIONS and package == "fastserver":
+            stub = os.path.normpath(os.path.join(src_dir, CORE_STUB))
+            files = [path for path in files if os.path.normpath(path) != stub]
+        return files
 
 
 def platform_tagged_pure_wheel():
@@ -129,7 +144,7 @@ def extensions():
     )
 
 
-commands = {"build_ext": OptionalBuildExt}
+commands = {"build_ext": CompiledCoreBuildExt, "build_py": BuildPy}
 if WINDOWS:
     commands["bdist_wheel"] = platform_tagged_pure_wheel()
 

@@ -7,6 +7,7 @@ and fastserver must match them on every Python.
 """
 import inspect
 import os
+import pickle
 import select
 import selectors
 import socket
@@ -177,6 +178,39 @@ def test_all_contains_the_3_13_names(ss):
     assert set(expected) <= set(ss.__all__)
     for name in ss.__all__:
         assert hasattr(ss, name), name
+
+
+def test_all_is_what_the_module_defines(ss):
+    """CPython's MiscTestCase.test_all, for each variant: __all__ lists
+    exactly the public objects whose __module__ is the module's name."""
+    named_after_module = [
+        name for name in dir(ss)
+        if not name.startswith("_")
+        and getattr(getattr(ss, name), "__module__", None) == ss.__name__]
+    assert sorted(ss.__all__) == sorted(named_after_module)
+
+
+def test_core_implementation_is_public_but_not_exported():
+    import fastserver
+
+    assert fastserver.CORE_IMPLEMENTATION in ("c", "python")
+    assert "CORE_IMPLEMENTATION" not in fastserver.__all__
+
+
+def test_public_classes_repr_and_pickle_by_the_module_name(ss):
+    for name in ss.__all__:
+        cls = getattr(ss, name)
+        assert repr(cls) == "<class '%s.%s'>" % (ss.__name__, name)
+        assert pickle.loads(pickle.dumps(cls)) is cls
+
+
+def test_public_values_pickle(fs):
+    status = fs.ThreadPoolStatus(workers=2, idle=1, queued=0, in_flight=1,
+                                 max_workers=4, max_queue=8)
+    assert pickle.loads(pickle.dumps(status)) == status
+    error = pickle.loads(pickle.dumps(fs.LineTooLong(5, b"abcde")))
+    assert type(error) is fs.LineTooLong
+    assert (error.limit, error.data) == (5, b"abcde")
 
 
 def test_star_import_exports_the_documented_names(ss):

@@ -2,11 +2,13 @@
 
 The first tests look at the fastserver this test run imports (an editable
 install, a wheel, cibuildwheel's install).  The build tests build an sdist
-from the checkout the tests come from and wheels from that unpacked sdist,
-in temporary directories; they need the ``build`` package and access to the
-package index (pip's isolated build environment fetches setuptools and
-Cython), take ~30 s, and are skipped without ``build`` or a checkout
-(``nox -s dist`` runs them).
+from the checkout the tests come from, once, then wheels from that unpacked
+sdist and installs of it with pip into fresh virtual environments, in
+temporary directories.  They need the ``build`` package (the ``test`` extra
+installs it) and the package index (pip's isolated build environment fetches
+setuptools and Cython); they take about a minute on two cores, are marked
+``slow`` (``-m "not slow"`` leaves them out of a quick run; .ci/run runs
+them), and are skipped without ``build`` or a checkout.
 """
 import importlib.metadata
 import json
@@ -15,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import venv
 import zipfile
 from pathlib import Path
 
@@ -25,6 +28,11 @@ import fastserver
 SOURCE_TREE = Path(__file__).resolve().parent.parent
 #: Cython's output and sources: never installed, never in a wheel.
 BUILD_ONLY_SUFFIXES = (".c", ".pyx", ".pxi", ".pxd", ".h", ".html")
+#: A compiled extension module's file name ends so, on POSIX and on Windows.
+EXTENSION_SUFFIXES = (".so", ".pyd")
+#: The compiled core's type stub, in a wheel or an install: present exactly
+#: when the compiled core is (setup.py leaves it out of a build without it).
+CORE_STUB = "_core.pyi"
 #: The one build input kept in the package directory of the source tree:
 #: Cython reads fastserver._core's .pxd from the module's place in the
 #: package.  An editable install imports that directory; wheels leave it out.
@@ -63,6 +71,15 @@ def test_installed_package_has_no_build_inputs():
     assert leftovers == set()
 
 
+def test_installed_core_stub_only_beside_the_core():
+    package_dir = Path(fastserver.__file__).resolve().parent
+    if package_dir == SOURCE_TREE / "src" / "fastserver":
+        pytest.skip("the source tree keeps the stub, whether the core is built or not")
+    extensions = [path.name for path in package_dir.iterdir()
+                  if path.name.startswith("_core.") and path.name.endswith(EXTENSION_SUFFIXES)]
+    assert (package_dir / CORE_STUB).is_file() == bool(extensions), extensions
+
+
 def test_installed_metadata():
     distribution = installed_distribution()
     if not is_regular_install(distribution):
@@ -90,19 +107,29 @@ def has_distribution(name):
 
 needs_build = pytest.mark.skipif(
     not has_distribution("build") or not (SOURCE_TREE / "pyproject.toml").is_file(),
-    reason="needs the `build` package and the source tree (nox -s dist runs these)")
+    reason="needs the `build` package and the source tree")
+needs_a_compiled_core = pytest.mark.skipif(
+    sys.platform == "win32", reason="no compiled core on Windows")
+#: Bounds each build or install: a compiled build takes ~20 s on two cores.
+BUILD_TIMEOUT = 300
+
+
+def without_fastserver_settings(env=None):
+    """The environment for a build or an install: only the test's own
+    settings.  A FASTSERVER_NO_EXTENSIONS=1 this run was started with (to
+    test the twin) is not the build's."""
+    clean = {name: value for name, value in os.environ.items()
+             if not name.startswith("FASTSERVER_")}
+    clean.update(env or {})
+    return clean
 
 
 def run_build(source, outdir, *options, env=None):
-    # Only the test's own settings: a FASTSERVER_NO_EXTENSIONS=1 this run was
-    # started with (to test the twin) is not the build's.
-    build_env = {name: value for name, value in os.environ.items()
-                 if not name.startswith("FASTSERVER_")}
-    build_env.update(env or {})
     # cwd: not the checkout, whose build/ directory would shadow the package.
     done = subprocess.run(
         [sys.executable, "-m", "build", *options, "--outdir", str(outdir), str(source)],
-        capture_output=True, text=True, timeout=300, cwd=str(outdir), env=build_env)
+        capture_output=True, text=True, timeout=BUILD_TIMEOUT, cwd=str(outdir),
+        env=without_fastserver_settings(env))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -110,16 +137,24 @@ def run_build(source, outdir, *options, env=None):
 def build_wheel(sdist_tree, workdir, env=None):
     """Build one wheel from a fresh copy of the unpacked sdist (a build
     leaves build/ behind, which the next one would reuse); returns the
-    wheel's path and the build's output."""
+    wheel's path and its file names."""
     source = workdir / "source"
     shutil.copytree(sdist_tree, source)
-    done = run_build(source, workdir, "--wheel", env=env)
+    run_build(source, workdir, "--wheel", env=env)
     (wheel,) = workdir.glob("*.whl")
-    return wheel, done.stdout + done.stderr
+    with zipfile.ZipFile(wheel) as archive:
+        return wheel, archive.namelist()
+
+
+def core_extensions(names):
+    """The compiled core's extension modules among a wheel's file names."""
+    return [name for name in names
+            if name.startswith("fastserver/_core.") and name.endswith(EXTENSION_SUFFIXES)]
 
 
 @pytest.fixture(scope="module")
 def sdist(tmp_path_factory):
+    """The sdist, built once for every test here."""
     outdir = tmp_path_factory.mktemp("sdist")
     run_build(SOURCE_TREE, outdir, "--sdist")
     (archive,) = outdir.glob("fastserver-*.tar.gz")
@@ -139,27 +174,30 @@ def sdist_tree(sdist, tmp_path_factory):
     return tree
 
 
+@pytest.mark.slow
 @needs_build
 def test_sdist_carries_the_core_sources_and_no_generated_c(sdist):
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    for required in ("src/_core.pyx", "src/fastserver/_core.pxd", "src/includes/epoll.pxd",
-                     "src/includes/compat.h", "src/core/loop.pxi", "LICENSE", "setup.py",
-                     "pyproject.toml", "tests/conftest.py", "tests/util.py", "tests/variants.py",
-                     "bench/run.py", "bench/plot.py", "bench/loadgen.c"):
+    for required in ("src/_core.pyx", "src/fastserver/_core.pxd", "src/fastserver/_core.pyi",
+                     "src/includes/epoll.pxd", "src/includes/compat.h", "src/core/loop.pxi",
+                     "LICENSE", "setup.py", "pyproject.toml", "tests/conftest.py",
+                     "tests/util.py", "tests/variants.py", "bench/run.py", "bench/plot.py",
+                     "bench/loadgen.c"):
         assert required in names
     assert "src/_core.c" not in names
     assert not [name for name in names if name.endswith((".so", ".pyd", ".pyc"))]
 
 
+@pytest.mark.slow
 @needs_build
+@needs_a_compiled_core
 def test_wheel_built_from_the_sdist(sdist_tree, tmp_path):
-    wheel, _ = build_wheel(sdist_tree, tmp_path)
+    wheel, names = build_wheel(sdist_tree, tmp_path)
     with zipfile.ZipFile(wheel) as archive:
-        names = archive.namelist()
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA")))
-    assert [n for n in names if n.startswith("fastserver/_core.")
-            and n.endswith((".so", ".pyd"))], names
+    assert core_extensions(names), names
+    assert "fastserver/" + CORE_STUB in names
     assert not [n for n in names if n.endswith(BUILD_ONLY_SUFFIXES)], names
     # pyproject.toml lists the packages by name: a subpackage missing there
     # is missing here, without a word from the build.
@@ -172,20 +210,69 @@ def test_wheel_built_from_the_sdist(sdist_tree, tmp_path):
     assert f"Version: {fastserver.__version__}".encode() in metadata
 
 
+@pytest.mark.slow
 @needs_build
 def test_no_extensions_build_is_a_pure_wheel(sdist_tree, tmp_path):
-    wheel, _ = build_wheel(sdist_tree, tmp_path, {"FASTSERVER_NO_EXTENSIONS": "1"})
-    assert wheel.name.endswith("-py3-none-any.whl")
-    with zipfile.ZipFile(wheel) as archive:
-        assert not [n for n in archive.namelist() if n.startswith("fastserver/_core.")]
+    """FASTSERVER_NO_EXTENSIONS=1: no compiler called (`false` would fail
+    it), no extension module, and no stub for the module that is not there."""
+    wheel, names = build_wheel(sdist_tree, tmp_path,
+                               {"FASTSERVER_NO_EXTENSIONS": "1", "CC": "false"})
+    platform = "win_" if sys.platform == "win32" else "any"  # setup.py: Windows' own tag
+    assert f"-py3-none-{platform}" in wheel.name
+    assert core_extensions(names) == []
+    assert "fastserver/" + CORE_STUB not in names
+    for kept in ("fastserver/_core_py.py", "fastserver/_typing.pyi", "fastserver/py.typed"):
+        assert kept in names
 
 
+# ---------------------------------------------------------------------------
+# Installing from the sdist with pip, as a user without a C compiler would
+# ---------------------------------------------------------------------------
+def pip_install_into_new_venv(sdist, workdir, env):
+    """``pip install <sdist>`` into a new virtual environment, with pip's
+    default output; returns the venv's interpreter and pip's result.  The
+    venv has no pip of its own: this run's pip installs into it (--python),
+    which spares a copy of pip per test."""
+    venv.EnvBuilder(with_pip=False).create(str(workdir / "venv"))
+    bindir = "Scripts" if sys.platform == "win32" else "bin"
+    python = workdir / "venv" / bindir / ("python.exe" if sys.platform == "win32" else "python")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-cache-dir",
+         str(sdist)],
+        capture_output=True, text=True, timeout=BUILD_TIMEOUT, cwd=str(workdir),
+        env=without_fastserver_settings(env))
+    return python, done
+
+
+@pytest.mark.slow
 @needs_build
-@pytest.mark.skipif(sys.platform == "win32", reason="no compiled core on Windows")
-def test_build_without_a_working_compiler_falls_back_loudly(sdist_tree, tmp_path):
-    """`false` as the C compiler: the build succeeds without the core and
-    says so (tests/test_build.py then fails such an install)."""
-    wheel, output = build_wheel(sdist_tree, tmp_path, {"CC": "false"})
-    assert "fastserver's compiled core could not be built" in output
-    with zipfile.ZipFile(wheel) as archive:
-        assert not [n for n in archive.namelist() if n.startswith("fastserver/_core.")]
+@needs_a_compiled_core
+def test_pip_install_without_a_compiler_fails_and_says_why(sdist, tmp_path):
+    """setup.py's CompiledCoreBuildExt: no silent fallback to the twin, and
+    the way out in pip's default output."""
+    _, done = pip_install_into_new_venv(sdist, tmp_path, {"CC": "false"})
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-3000:]
+    assert "fastserver's compiled core could not be built" in output, output[-3000:]
+    assert "python3-dev" in output
+    assert "FASTSERVER_NO_EXTENSIONS=1 pip install fastserver" in output
+
+
+@pytest.mark.slow
+@needs_build
+def test_pip_install_of_the_pure_python_core_when_asked(sdist, tmp_path):
+    python, done = pip_install_into_new_venv(
+        sdist, tmp_path, {"CC": "false", "FASTSERVER_NO_EXTENSIONS": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # Run as installed, without the variable: the twin serves because no
+    # core was built; the console script is there.
+    core = subprocess.run(
+        [str(python), "-c", "import fastserver; print(fastserver.CORE_IMPLEMENTATION)"],
+        capture_output=True, text=True, timeout=60, cwd=str(tmp_path),
+        env=without_fastserver_settings())
+    assert core.stdout.strip() == "python", core.stdout + core.stderr
+    script = python.parent / ("fastserver.exe" if sys.platform == "win32" else "fastserver")
+    version = subprocess.run([str(script), "--version"], capture_output=True, text=True,
+                             timeout=60, cwd=str(tmp_path), env=without_fastserver_settings())
+    assert version.returncode == 0, version.stderr
+    assert fastserver.__version__ in version.stdout

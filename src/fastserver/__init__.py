@@ -9,7 +9,9 @@ requests drained in batches instead of one ``select`` per request.
 import os as _os
 import socket as _socket
 
-from ._engine import CORE_IMPLEMENTATION
+# Public, though not in __all__: which core serves ("c" or "python"), a
+# value to read, not a name for `import *` to spread.
+from ._engine import CORE_IMPLEMENTATION as CORE_IMPLEMENTATION
 from ._version import __version__ as __version__
 from .handlers import (
     BaseRequestHandler,
@@ -71,7 +73,6 @@ from .pool import (
 )
 
 __all__ += [
-    "CORE_IMPLEMENTATION",
     "LineTooLong",
     "ThreadPoolMixIn",
     "ThreadPoolStatus",
@@ -90,3 +91,17 @@ if hasattr(_os, "fork"):
         from .workers import PreforkUnixDatagramServer, PreforkUnixStreamServer
 
         __all__ += ["PreforkUnixStreamServer", "PreforkUnixDatagramServer"]
+
+# Every public class reports the name it is imported by, as multidict's and
+# aiohttp's do: a repr or a traceback says ``fastserver.TCPServer``, and a
+# pickle of a class (or of a ThreadPoolStatus) names ``fastserver.X``, which
+# stays loadable when a class moves between the package's modules.  Set on
+# exactly what __all__ lists, so __all__ is the set of public objects whose
+# __module__ is the package, as CPython's test_socketserver checks for
+# socketserver.  (Not 'socketserver': pickle would find the stdlib's class
+# under that name, or none.)  The price, as for those packages:
+# inspect.getsource() and typing.get_type_hints() look for a class's source
+# and names in this module, not in the one that defines it.
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

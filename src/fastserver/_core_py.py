@@ -1,8 +1,9 @@
 """The pure-Python twin of the compiled core (``src/_core.pyx``).
 
-Same interface, same behaviour, built on :mod:`selectors`; used where the
-extension could not be built (no compiler, Windows) or when
-``FASTSERVER_NO_EXTENSIONS=1`` asks for it.  The test suite runs every
+Same interface, same behaviour, built on :mod:`selectors`; used on
+Windows, where there is no compiled core, and wherever
+``FASTSERVER_NO_EXTENSIONS=1`` asks for it (at install time on a machine
+without a C compiler, whose install fails otherwise: setup.py).  The test suite runs every
 behaviour against both.  The contract they share (the plan, the status
 codes, the constants) is ``_contract``; the pieces have the same names in
 both (``Waker``, ``Poller``, ``AcceptGate``, ``serve_forever``), so the

@@ -38,7 +38,7 @@ def _import_compiled_core() -> ModuleType | None:
         return None
     try:
         from . import _core
-    except ImportError:  # no compiler at install time, or an unsupported platform
+    except ImportError:  # installed without it (Windows, FASTSERVER_NO_EXTENSIONS=1)
         return None
     return _core
 

@@ -1,8 +1,9 @@
 """fastserver's public exceptions.
 
-They live in a public module so that a traceback names an importable
-class (``fastserver.errors.LineTooLong``) whichever core is in use; the
-package re-exports each of them (``fastserver.LineTooLong``).
+They live in a module of their own, below both cores, so that whichever
+core raises one it is the same class; the package re-exports each of them
+and names them as its own (``fastserver.LineTooLong`` in a traceback, see
+``__init__.py``).
 """
 
 
