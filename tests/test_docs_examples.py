@@ -412,6 +412,16 @@ def check_line_server(transform, example):
         program.stop()
 
 
+def check_green_line_server(transform, example):
+    """check_line_server for a green server, where green handlers can run:
+    greenlet installed (it does not build on free-threaded CPython) and the
+    compiled core in use."""
+    pytest.importorskip("greenlet", reason="green handlers need greenlet")
+    if not variants.core_available("c"):
+        pytest.skip("green handlers need the compiled core")
+    check_line_server(transform, example)
+
+
 def check_http_files(example):
     with open(os.path.join(example.directory, "hello.txt"), "wb") as f:
         f.write(b"hello from a file\n")
@@ -579,6 +589,7 @@ CHECKS = {
     "http_files.py": check_http_files,
     "http_hello.py": check_http_hello,
     "pool_upper.py": functools.partial(check_line_server, upper),
+    "green_echo.py": functools.partial(check_green_line_server, same),
     "prefork.py": functools.partial(check_prefork, rb"worker (?P<pid>\d+): (?P<line>.*\n)",
                            signal.SIGINT, CTRL_C_EXITS),
     "limits.py": check_line_limits,

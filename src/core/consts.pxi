@@ -34,3 +34,4 @@ cdef enum:
 cdef enum:
     READY_READ = 1
     READY_WRITE = 2
+    READY_HANGUP = 4   # the peer shut down or the socket has an error: reads return at once

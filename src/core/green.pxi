@@ -23,7 +23,9 @@
 # GreenIO.readable/.writable, so a later wait returns at once instead of
 # parking until a change that already happened.  A read that came back
 # short (fewer bytes than asked) drained the socket: the next read waits
-# first instead of paying a recv(2) that would say EAGAIN.
+# first instead of paying a recv(2) that would say EAGAIN -- unless the
+# peer has shut down (GreenIO.hangup), since end-of-file is a state that
+# stays readable without another edge.
 
 import threading as _threading
 from collections import deque as _deque
@@ -189,6 +191,8 @@ cdef class GreenHub:
         cdef GreenIO io = self.ios.get(fd)
         if io is None:
             return 0
+        if events & READY_HANGUP:
+            io.hangup = True
         if events & READY_READ:
             io.readable = True
         if events & READY_WRITE:
@@ -400,7 +404,10 @@ cdef Py_ssize_t green_recv(GreenIO io, char *dst, Py_ssize_t size, int flags) ex
     if io.closed:
         raise OSError(errno.EBADF, "Bad file descriptor")
     while True:
-        if io.drained and io.timeout != 0:
+        # A short read drained the socket: wait for the next edge before
+        # reading, unless the peer has shut down, which is a state that the
+        # edge announcing it may already have reported (with the data).
+        if io.drained and io.timeout != 0 and not io.hangup:
             io.drained = False
             if deadline < 0:
                 deadline = io.deadline_after(compat.fs_monotonic())

@@ -241,7 +241,9 @@ cdef class Poller:
 
     cdef int wait_events(self, double timeout, int *fds, int *events, int max_ready) except -1:
         """wait_fds() with what each fd is ready for: READY_READ and/or
-        READY_WRITE (an error or hang-up is both: the next call tells)."""
+        READY_WRITE (an error or hang-up is both: the next call tells), and
+        READY_HANGUP when the peer has shut down or the socket has an error:
+        a state, not a change, which an edge reports only once."""
         cdef double deadline = compat.fs_monotonic() + timeout
         cdef int n
         while True:
@@ -273,9 +275,10 @@ cdef class Poller:
                 fds[i] = ep[i].data.fd
                 flags = ep[i].events
                 if flags & (epoll.EPOLLERR | epoll.EPOLLHUP):
-                    events[i] = READY_READ | READY_WRITE
+                    events[i] = READY_READ | READY_WRITE | READY_HANGUP
                 else:
-                    events[i] = ((READY_READ if flags & (epoll.EPOLLIN | epoll.EPOLLRDHUP) else 0)
+                    events[i] = ((READY_READ if flags & epoll.EPOLLIN else 0)
+                                 | (READY_READ | READY_HANGUP if flags & epoll.EPOLLRDHUP else 0)
                                  | (READY_WRITE if flags & epoll.EPOLLOUT else 0))
             return n
         if self.kind == BACKEND_KQUEUE:
@@ -286,7 +289,8 @@ cdef class Poller:
                                   NULL if timeout < 0 else &ts)
             for i in range(n):
                 fds[i] = <int>kev[i].ident
-                events[i] = READY_WRITE if kev[i].filter == kqueue.EVFILT_WRITE else READY_READ
+                events[i] = ((READY_WRITE if kev[i].filter == kqueue.EVFILT_WRITE else READY_READ)
+                             | (READY_HANGUP if kev[i].flags & kqueue.EV_EOF else 0))
             return n
         with nogil:
             n = poll.poll(self.pollfds, self.npollfds, ms)
@@ -297,7 +301,7 @@ cdef class Poller:
             if flags and count < max_ready:
                 fds[count] = self.pollfds[i].fd
                 if flags & (poll.POLLERR | poll.POLLHUP | poll.POLLNVAL):
-                    events[count] = READY_READ | READY_WRITE
+                    events[count] = READY_READ | READY_WRITE | READY_HANGUP
                 else:
                     events[count] = ((READY_READ if flags & poll.POLLIN else 0)
                                      | (READY_WRITE if flags & poll.POLLOUT else 0))

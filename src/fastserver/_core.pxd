@@ -212,6 +212,7 @@ cdef class GreenIO(Waiter):
     cdef bint readable              # a read edge arrived since the last wait consumed one
     cdef bint writable              # the same for writes
     cdef bint drained               # the last read came back short: wait before the next
+    cdef bint hangup                # the peer shut down (or an error): reads never wait again
     cdef bint watched               # registered in the hub's poller (from its first wait)
     cdef bint closed                # the socket was closed or detached
 

@@ -68,6 +68,7 @@ struct kevent {
 #  define EV_ADD 0x0001
 #  define EV_DELETE 0x0002
 #  define EV_CLEAR 0x0020
+#  define EV_EOF 0x8000
 #  define EV_ERROR 0x4000
 static inline int kqueue(void) { errno = ENOSYS; return -1; }
 static inline int kevent(int kq, const struct kevent *changes, int nchanges,

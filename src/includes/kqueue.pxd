@@ -26,3 +26,4 @@ cdef extern from "includes/compat.h" nogil:
     const unsigned short EV_ADD
     const unsigned short EV_DELETE
     const unsigned short EV_CLEAR
+    const unsigned short EV_EOF
