@@ -7,6 +7,7 @@ is ended by its pid.  The servers the commands build are also exercised in
 this process, on each core.
 """
 import contextlib
+import errno
 import http.client
 import io
 import os
@@ -346,6 +347,83 @@ def run_cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "fastserver", *args], capture_output=True,
                           text=True, timeout=util.TIMEOUT, cwd=cwd,
                           env=variants.child_env("py"))
+
+
+def assert_error_line(done, status, message):
+    """The command failed with ``status``, and its stderr ends with
+    ``message`` on a line of its own, with no traceback; a failure (status
+    1) prints that line only, a usage problem (2) the usage before it."""
+    assert done.returncode == status, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[-1] == message
+    if status == 1:
+        assert len(lines) == 1, done.stderr
+
+
+@pytest.fixture
+def port_in_use(request):
+    """A port on 127.0.0.1 held by a socket of the kind the command needs."""
+    kind = socket.SOCK_DGRAM if request.param == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as holder:
+        holder.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            holder.listen()
+        yield holder.getsockname()[1]
+
+
+BINDING_COMMANDS = {"serve": ["serve"], "echo": ["echo"], "echo --udp": ["echo", "--udp"]}
+
+
+@pytest.mark.parametrize(("command", "port_in_use"),
+                         [("serve", "tcp"), ("echo", "tcp"), ("echo --udp", "udp")],
+                         indirect=["port_in_use"])
+def test_port_in_use_is_one_line(command, port_in_use):
+    done = run_cli(*BINDING_COMMANDS[command], "-b", "127.0.0.1", str(port_in_use))
+    name = command.split()[0]
+    assert_error_line(done, 1, f"python -m fastserver {name}: error: cannot listen on "
+                               f"127.0.0.1:{port_in_use}: address already in use")
+
+
+@pytest.mark.parametrize("command", sorted(BINDING_COMMANDS))
+@pytest.mark.parametrize(("address", "reason"), [
+    ("nosuch.invalid", "cannot resolve the host name ("),
+    ("192.0.2.1", "address not available on this machine"),  # TEST-NET-1: never local
+])
+def test_bad_address_is_one_line(command, address, reason):
+    done = run_cli(*BINDING_COMMANDS[command], "-b", address, "8000")
+    name = command.split()[0]
+    prefix = f"python -m fastserver {name}: error: cannot listen on {address}:8000: "
+    assert_error_line(done, 1, done.stderr.splitlines()[-1])
+    assert done.stderr.startswith(prefix + reason), done.stderr
+
+
+@pytest.mark.parametrize("command", sorted(BINDING_COMMANDS))
+@pytest.mark.parametrize(("port", "reason"), [
+    ("65536", "port must be 0-65535, not 65536"),
+    ("-1", "port must be 0-65535, not -1"),
+    ("http", "not a port number: 'http'"),
+])
+def test_port_out_of_range_is_a_usage_error(command, port, reason):
+    done = run_cli(*BINDING_COMMANDS[command], port)
+    name = command.split()[0]
+    assert_error_line(done, 2, f"python -m fastserver {name}: error: argument port: {reason}")
+    assert done.stderr.startswith(f"usage: python -m fastserver {name} ")
+
+
+@pytest.mark.parametrize(("host", "sockaddr", "error", "message"), [
+    # No -b: the address getaddrinfo() chose.
+    (None, ("::", 8000, 0, 0), errno.EADDRINUSE, "[::]:8000: address already in use"),
+    ("localhost", ("127.0.0.1", 80), errno.EACCES,
+     "localhost:80: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"),
+    ("127.0.0.1", ("127.0.0.1", 9), errno.ENOBUFS, "127.0.0.1:9: no buffer space available"),
+])
+def test_listen_errors_name_the_address_and_the_reason(host, sockaddr, error, message):
+    with pytest.raises(cli.ListenError) as failed:
+        with cli.listen_errors_reported(host, sockaddr):
+            raise OSError(error, os.strerror(error))
+    assert str(failed.value) == "cannot listen on " + message
+    assert failed.value.status == 1
 
 
 def test_version_and_usage():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import http.server
 import importlib.util
 import os
@@ -51,7 +52,20 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
 
 
 class CommandError(Exception):
-    """A usage problem: printed without a traceback, exit status 2."""
+    """A problem the command reports in one line, without a traceback.
+
+    ``status`` is the exit status: 2 for a usage problem (an argument the
+    command cannot use, as argparse's own errors), 1 for a command that was
+    used right but failed.
+    """
+
+    status = 2
+
+
+class ListenError(CommandError):
+    """The server could not listen on the address it was given."""
+
+    status = 1
 
 
 # ---------------------------------------------------------------------------
@@ -60,10 +74,45 @@ class CommandError(Exception):
 def best_family(host: str | None, port: int) -> tuple[socket.AddressFamily, Any]:
     """The address family and address to bind, as http.server picks them:
     the first passive address getaddrinfo() gives (host None: all
-    interfaces, IPv6 first where the system has it)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    interfaces, IPv6 first where the system has it).  A host that does not
+    resolve is a ListenError."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(f"cannot listen on {format_address((host, port))}: "
+                          f"cannot resolve the host name ({exc.strerror})") from None
     family, _, _, _, sockaddr = infos[0]
     return family, sockaddr
+
+
+#: Why bind() or listen() failed, in the words a user needs; other errors
+#: keep the system's own.
+LISTEN_FAILURES = {
+    errno.EADDRINUSE: "address already in use",
+    errno.EADDRNOTAVAIL: "address not available on this machine",
+    errno.EAFNOSUPPORT: "address family not supported on this machine",
+}
+
+
+@contextlib.contextmanager
+def listen_errors_reported(host: str | None, sockaddr: Any) -> Iterator[None]:
+    """Turn an OSError from binding or listening into a ListenError that
+    names the address (as given, else as resolved) and the reason."""
+    try:
+        yield
+    except OSError as exc:
+        port = sockaddr[1]
+        reason = LISTEN_FAILURES.get(exc.errno or 0) or _lowercase_first(
+            exc.strerror or str(exc))
+        if exc.errno == errno.EACCES and 0 < port < 1024:
+            reason += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        shown = (host, port) if host else sockaddr
+        raise ListenError(f"cannot listen on {format_address(shown)}: {reason}") from None
+
+
+def _lowercase_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
 
 
 class CommandLineServer(ConcurrencyMixIn, TCPServer):
@@ -120,7 +169,8 @@ def make_http_server(host: str | None, port: int, directory: str | os.PathLike[s
             super().__init__(request, client_address, server, directory=root)
 
     family, address = best_family(host, port)
-    return HTTPServer(address, FileHandler, family)
+    with listen_errors_reported(host, address):
+        return HTTPServer(address, FileHandler, family)
 
 
 class LineEchoHandler(StreamRequestHandler):
@@ -153,9 +203,10 @@ class EchoUDPServer(CommandLineServer, UDPServer):
 
 def make_echo_server(host: str | None, port: int, udp: bool = False) -> CommandLineServer:
     family, address = best_family(host, port)
-    if udp:
-        return EchoUDPServer(address, DatagramEchoHandler, family)
-    return CommandLineServer(address, LineEchoHandler, family)
+    with listen_errors_reported(host, address):
+        if udp:
+            return EchoUDPServer(address, DatagramEchoHandler, family)
+        return CommandLineServer(address, LineEchoHandler, family)
 
 
 # ---------------------------------------------------------------------------
@@ -217,7 +268,10 @@ def log(message: str) -> None:
 
 
 def format_address(address: Any) -> str:
+    """``host:port``, ``[v6 host]:port``; no host (all interfaces): ``*:port``."""
     host, port = address[:2]
+    if not host:
+        host = "*"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -401,6 +455,17 @@ class _ClearingStream:
 # ---------------------------------------------------------------------------
 # Arguments
 # ---------------------------------------------------------------------------
+def port_number(text: str) -> int:
+    """argparse's type for a port: an int from 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {port}")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The name it was started by: the `fastserver` script, or python -m.
     started_as_script = Path(sys.argv[0]).name == "fastserver"
@@ -424,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve this directory (default: current directory)")
     serve.add_argument("-p", "--protocol", metavar="VERSION", default="HTTP/1.0",
                        help="conform to this HTTP version (default: %(default)s)")
-    serve.add_argument("port", default=8000, type=int, nargs="?",
+    serve.add_argument("port", default=8000, type=port_number, nargs="?",
                        help="bind to this port (default: %(default)s)")
     serve.set_defaults(run=command_serve)
 
@@ -436,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="bind to this address (default: %(default)s; an echo "
                            "server on every interface answers anyone)")
     echo.add_argument("--udp", action="store_true", help="echo UDP datagrams")
-    echo.add_argument("port", default=0, type=int, nargs="?",
+    echo.add_argument("port", default=0, type=port_number, nargs="?",
                       help="bind to this port (default: a free port, printed)")
     echo.set_defaults(run=command_echo)
 
@@ -476,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except CommandError as exc:
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.status
     except KeyboardInterrupt:
         print("\nKeyboard interrupt received, exiting.", flush=True)
         return 0
