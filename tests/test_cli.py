@@ -426,6 +426,54 @@ def test_listen_errors_name_the_address_and_the_reason(host, sockaddr, error, me
     assert failed.value.status == 1
 
 
+def console_script():
+    """The ``fastserver`` script pip installed beside this interpreter, if any."""
+    if os.name != "posix":
+        return None
+    return shutil.which("fastserver", path=os.path.dirname(sys.executable))
+
+
+#: prog, as usage and error lines show it -> the command line that starts it.
+LAUNCHERS = {"python -m fastserver": [sys.executable, "-m", "fastserver"],
+             "fastserver": [console_script()]}
+
+
+@pytest.fixture(params=sorted(LAUNCHERS))
+def launcher(request):
+    """(prog, argv prefix) for each way of starting the command line."""
+    prog = request.param
+    if LAUNCHERS[prog][0] is None:
+        pytest.skip("no fastserver console script beside this interpreter")
+    return prog, LAUNCHERS[prog]
+
+
+def start(launcher, *args):
+    return subprocess.run([*launcher[1], *args], capture_output=True, text=True,
+                          timeout=util.TIMEOUT, env=variants.child_env("py"))
+
+
+@pytest.mark.parametrize("command", ["serve", "echo"])
+def test_prog_in_every_usage_and_error_line(launcher, command):
+    prog = launcher[0]
+    done = start(launcher, command, "--help")
+    assert done.returncode == 0 and done.stdout.startswith(f"usage: {prog} {command} [-h]")
+    done = start(launcher, command, "--no-such-option")
+    assert done.stderr.startswith(f"usage: {prog} {command} [-h]")
+    assert_error_line(done, 2, f"{prog} {command}: error: "
+                               "unrecognized arguments: --no-such-option")
+    done = start(launcher, command, "70000")
+    assert_error_line(done, 2, f"{prog} {command}: error: argument port: "
+                               "port must be 0-65535, not 70000")
+
+
+def test_prog_at_the_top_level(launcher):
+    prog = launcher[0]
+    done = start(launcher, "--help")
+    assert done.returncode == 0 and done.stdout.startswith(f"usage: {prog} [-h]")
+    done = start(launcher)
+    assert_error_line(done, 2, f"{prog}: error: the following arguments are required: COMMAND")
+
+
 def test_version_and_usage():
     done = run_cli("--version")
     assert done.returncode == 0

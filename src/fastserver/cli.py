@@ -466,11 +466,16 @@ def port_number(text: str) -> int:
     return port
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # The name it was started by: the `fastserver` script, or python -m.
-    started_as_script = Path(sys.argv[0]).name == "fastserver"
+#: The command's name in usage and error lines when it runs as the
+#: ``fastserver`` console script; ``python -m fastserver`` passes its own.
+SCRIPT_PROG = "fastserver"
+
+
+def build_parser(prog: str = SCRIPT_PROG) -> argparse.ArgumentParser:
+    """The command line's parser; each subcommand's parser is its args'
+    ``command_parser``, which reports that subcommand's errors."""
     parser = argparse.ArgumentParser(
-        prog="fastserver" if started_as_script else "python -m fastserver",
+        prog=prog,
         description="fastserver's command line: a static-file HTTP server, an echo "
                     "server and the benchmark suite.")
     parser.add_argument("--version", action="version",
@@ -491,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="conform to this HTTP version (default: %(default)s)")
     serve.add_argument("port", default=8000, type=port_number, nargs="?",
                        help="bind to this port (default: %(default)s)")
-    serve.set_defaults(run=command_serve)
+    serve.set_defaults(run=command_serve, command_parser=serve)
 
     echo = commands.add_parser(
         "echo", help="a line echo server (TCP, or UDP datagrams) for quick checks",
@@ -503,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--udp", action="store_true", help="echo UDP datagrams")
     echo.add_argument("port", default=0, type=port_number, nargs="?",
                       help="bind to this port (default: a free port, printed)")
-    echo.set_defaults(run=command_echo)
+    echo.set_defaults(run=command_echo, command_parser=echo)
 
     bench = commands.add_parser(
         "bench", help="run bench/'s stdlib-vs-fastserver suite (from a checkout)",
@@ -521,17 +526,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--bench-dir", metavar="DIR",
                        help="the bench/ directory to run (default: ./bench, else the "
                             "one in fastserver's source tree)")
-    bench.set_defaults(run=command_bench)
+    bench.set_defaults(run=command_bench, command_parser=bench)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = SCRIPT_PROG) -> int:
+    """Run the command line (``argv``: sys.argv[1:] by default); the exit
+    status.  ``prog`` is the name usage and error lines give the command:
+    the console script's, or ``python -m fastserver`` from __main__.py."""
+    parser = build_parser(prog)
     args, extra = parser.parse_known_args(argv)
+    command_parser: argparse.ArgumentParser = args.command_parser
     if args.command == "bench":
         args.bench_args = extra  # bench/run.py's own options
     elif extra:
-        parser.error("unrecognized arguments: " + " ".join(extra))
+        # The subcommand's usage, not the top level's: that is where it went wrong.
+        command_parser.error("unrecognized arguments: " + " ".join(extra))
     # Signal handlers can only be set from the main thread (a caller may
     # run main() elsewhere; then SIGTERM keeps its default action).
     in_main_thread = threading.current_thread() is threading.main_thread()
@@ -540,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except CommandError as exc:
-        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command_parser.prog}: error: {exc}", file=sys.stderr)
         return exc.status
     except KeyboardInterrupt:
         print("\nKeyboard interrupt received, exiting.", flush=True)
