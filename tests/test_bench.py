@@ -1,10 +1,10 @@
-"""bench/'s free-threading rows: the CPU-bound and convoy servers
-(bench/servers.py), run.py's workloads, summaries and /proc reading, and
-loadgen's --think-ms.
+"""The bench's free-threading rows: the CPU-bound and convoy servers
+(fastserver/bench/servers.py), run.py's workloads, summaries and /proc
+reading, and loadgen's --think-ms.
 
 Correctness only, and quick: the servers run with a tiny loop count, the
 load generator for a few dozen requests.  What the rows measure is for
-``python bench/run.py --workloads freethreading`` (README, Benchmarks),
+``python -m fastserver bench --workloads freethreading`` (README, Benchmarks),
 never asserted here.
 """
 import json
@@ -20,40 +20,30 @@ import pytest
 
 import fastserver
 from fastserver import cli
+from fastserver.bench import c_programs, run, servers
 
 import util
 
+#: The checkout's bench/ (absent when the tests were copied elsewhere to
+#: test an installed wheel): the developers' entry to the same suite.
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 
-pytestmark = pytest.mark.skipif(not (BENCH_DIR / "run.py").is_file(),
-                                reason="no bench/ next to the tests")
-
 MODULES = {"stdlib": socketserver, "fastserver": fastserver}
-
-
-@pytest.fixture(scope="module")
-def servers():
-    return cli.load_module("fastserver_bench_servers", BENCH_DIR / "servers.py")
-
-
-@pytest.fixture(scope="module")
-def run():
-    return cli.load_module("fastserver_bench_run_for_tests", BENCH_DIR / "run.py")
 
 
 @pytest.fixture(scope="module")
 def loadgen(tmp_path_factory):
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if compiler is None or sys.platform != "linux":
-        pytest.skip("bench/loadgen.c needs Linux (epoll) and a C compiler")
+        pytest.skip("loadgen.c needs Linux (epoll) and a C compiler")
     binary = str(tmp_path_factory.mktemp("loadgen") / "loadgen")
     build = subprocess.run([compiler, "-O2", "-std=c99", "-Wall", "-o", binary,
-                            str(BENCH_DIR / "loadgen.c")], capture_output=True, text=True)
+                            str(c_programs.LOADGEN.source)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     return binary
 
 
-def make_server(servers, workload, impl, iterations=50):
+def make_server(workload, impl, iterations=50):
     servers.work_iterations = iterations
     try:
         server_class, handler = servers.WORKLOADS[workload](MODULES[impl])
@@ -62,12 +52,12 @@ def make_server(servers, workload, impl, iterations=50):
     return server_class(("127.0.0.1", 0), handler)
 
 
-# ---- bench/servers.py ---------------------------------------------------------
+# ---- servers.py -----------------------------------------------------------------
 
 @pytest.mark.parametrize("impl", sorted(MODULES))
 @pytest.mark.parametrize("workload", ["threaded-cpu", "pool-cpu", "convoy"])
-def test_cpu_bound_servers_echo_every_line(servers, workload, impl):
-    server = make_server(servers, workload, impl)
+def test_cpu_bound_servers_echo_every_line(workload, impl):
+    server = make_server(workload, impl)
     with util.background_server(server):
         with util.tcp_connect(server.server_address) as sock:
             # For convoy, a short line (echoed at once) and a long one (the work).
@@ -76,9 +66,9 @@ def test_cpu_bound_servers_echo_every_line(servers, workload, impl):
                 assert util.recv_exactly(sock, len(line)) == line
 
 
-def test_pool_cpu_is_a_pool_on_fastserver_only(servers):
-    fast = make_server(servers, "pool-cpu", "fastserver")
-    std = make_server(servers, "pool-cpu", "stdlib")
+def test_pool_cpu_is_a_pool_on_fastserver_only():
+    fast = make_server("pool-cpu", "fastserver")
+    std = make_server("pool-cpu", "stdlib")
     try:
         assert isinstance(fast, fastserver.ThreadPoolMixIn)
         assert fast.max_workers >= 4  # a worker for each of the bench's connections
@@ -89,34 +79,34 @@ def test_pool_cpu_is_a_pool_on_fastserver_only(servers):
 
 
 @pytest.mark.parametrize("workload", ["threaded-cpu", "pool-cpu", "convoy"])
-def test_cpu_bound_servers_need_a_loop_count(servers, workload):
+def test_cpu_bound_servers_need_a_loop_count(workload):
     servers.work_iterations = 0
     with pytest.raises(SystemExit, match="--work-iterations"):
         servers.WORKLOADS[workload](fastserver)
 
 
-def test_burn_is_deterministic_and_calibrate_counts(servers):
+def test_burn_is_deterministic_and_calibrate_counts():
     assert servers.burn(10) == sum(i * i for i in range(10))
     iterations = servers.calibrate(50, trials=3, spacing=0)
     assert isinstance(iterations, int) and iterations >= 1
 
 
-def test_calibrate_from_the_command_line(servers):
-    done = subprocess.run([sys.executable, str(BENCH_DIR / "servers.py"), "--calibrate-us", "50"],
+def test_calibrate_from_the_command_line():
+    done = subprocess.run([*run.SERVERS, "--calibrate-us", "50"],
                           capture_output=True, text=True, timeout=util.TIMEOUT)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) >= 1
 
 
-# ---- bench/run.py ---------------------------------------------------------------
+# ---- run.py -----------------------------------------------------------------------
 
-def test_default_workloads_are_unchanged(run):
+def test_default_workloads_are_unchanged():
     args = run.parse_args([])
     assert not set(args.names) & set(run.OPTIONAL_WORKLOADS)
     assert {"tcp-base", "udp-base", "shutdown"} <= set(args.names)
 
 
-def test_free_threading_aliases(run):
+def test_free_threading_aliases():
     assert run.parse_args(["--workloads", "cpu"]).names == [
         "threaded-cpu", "threaded-cpu-2cores", "pool-cpu", "pool-cpu-2cores"]
     names = run.parse_args(["--workloads", "freethreading"]).names
@@ -127,7 +117,7 @@ def test_free_threading_aliases(run):
     assert run.WORKLOADS["convoy"].size < 128          # the probe's do not
 
 
-def test_server_cpu_list(run):
+def test_server_cpu_list():
     assert run.server_cpu_list(1) == run.SERVER_CPU
     assert run.server_cpu_list(2) == f"{run.SERVER_CPU},{run.CLIENT_CPU}"
 
@@ -148,7 +138,7 @@ def fake_runs(name, stdlib, fastserver_row, busy=False):
     return runs
 
 
-def test_scaling_of_one_and_two_cores(run):
+def test_scaling_of_one_and_two_cores():
     summaries = [run.summarize("threaded-cpu", fake_runs("threaded-cpu", row(800), row(900))),
                  run.summarize("threaded-cpu-2cores",
                                fake_runs("threaded-cpu-2cores", row(1600), row(1710)))]
@@ -159,7 +149,7 @@ def test_scaling_of_one_and_two_cores(run):
     assert run.scaling(summaries[:1]) == []
 
 
-def test_convoy_summary_gives_latency_ratios(run, capsys):
+def test_convoy_summary_gives_latency_ratios(capsys):
     summary = run.summarize("convoy", fake_runs("convoy", row(200, p50=4000, p99=9000),
                                                 row(900, p50=40, p99=90), busy=True))
     assert summary["ratio_p50"] == pytest.approx(0.01)
@@ -171,7 +161,7 @@ def test_convoy_summary_gives_latency_ratios(run, capsys):
     assert "p50 0.01, p99 0.01" in out
 
 
-def test_read_proc_reads_it_all(run, tmp_path):
+def test_read_proc_reads_it_all(tmp_path):
     text = "".join(f"line {i}\n" for i in range(20000))  # more than one os.read()
     path = tmp_path / "big"
     path.write_text(text)
@@ -180,7 +170,7 @@ def test_read_proc_reads_it_all(run, tmp_path):
         assert run.read_proc("/proc/self/stat").split()[0] == str(os.getpid())
 
 
-def test_thread_cpu_seconds_lists_this_process(run):
+def test_thread_cpu_seconds_lists_this_process():
     if not os.path.isdir(f"/proc/{os.getpid()}/task"):
         pytest.skip("no /proc")
     times = run.thread_cpu_seconds(os.getpid())
@@ -188,7 +178,7 @@ def test_thread_cpu_seconds_lists_this_process(run):
     assert run.thread_cpu_seconds(-1) == {}
 
 
-# ---- bench/loadgen.c --think-ms ---------------------------------------------------
+# ---- loadgen.c --think-ms ---------------------------------------------------------
 
 def test_loadgen_think_time_keeps_the_count(loadgen):
     server = cli.make_echo_server("127.0.0.1", 0)
@@ -215,14 +205,16 @@ def test_loadgen_think_time_is_for_tcp_rr_only(loadgen):
 
 # ---- the rows end to end ------------------------------------------------------------
 
+@pytest.mark.skipif(not (BENCH_DIR / "run.py").is_file(), reason="no bench/ next to the tests")
 @pytest.mark.skipif(not (shutil.which("taskset") and shutil.which(os.environ.get("CC", "cc"))),
                     reason="the bench needs taskset and a C compiler")
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity")
                     else True, reason="the bench needs two CPUs")
 def test_free_threading_rows_end_to_end(tmp_path):
     """One short run of a 1-core row, its 2-core twin and convoy, on a tiny
-    loop (~8 s): the rows, the scaling line and the convoy line come out,
-    and the JSON has the loop count and each server thread's CPU."""
+    loop (~8 s), through the checkout's bench/run.py: the rows, the scaling
+    line and the convoy line come out, and the JSON has the loop count and
+    each server thread's CPU."""
     report = tmp_path / "report.json"
     done = subprocess.run(
         [sys.executable, str(BENCH_DIR / "run.py"), "--runs", "1", "--duration", "0.5",

@@ -20,7 +20,6 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -29,9 +28,6 @@ from fastserver import _engine, cli
 import util
 import variants
 
-#: bench/ of the checkout or sdist the tests come from (absent when the
-#: tests were copied elsewhere to test an installed wheel).
-BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 ADDRESS_LINE = re.compile(r" on (\S+) port (\d+) ")
 #: Runs the CLI with SIGINT raising KeyboardInterrupt, as in a terminal.  A
 #: test runner started as a background job has SIGINT ignored, and a child
@@ -487,30 +483,10 @@ def test_version_and_usage():
 def test_bench_help():
     done = run_cli("bench", "--help")
     assert done.returncode == 0
-    for option in ("--plot", "--bench-dir", "--quick", "--workloads"):
+    for option in ("--plot", "--quick", "--workloads"):
         assert option in done.stdout
 
 
-def test_bench_without_the_suite(tmp_path):
-    done = run_cli("bench", "--bench-dir", str(tmp_path), cwd=tmp_path)
-    assert done.returncode == 2
-    assert "bench/run.py not found" in done.stderr
-    assert "Traceback" not in done.stderr
-
-
-def test_find_bench_dir_in_an_installed_wheel(tmp_path, monkeypatch):
-    """A wheel has no bench/: the error says where it looked and what to do."""
-    site_packages = tmp_path / "site-packages"
-    monkeypatch.setattr(cli, "__file__", str(site_packages / "fastserver" / "cli.py"))
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(cli.CommandError, match="not part of the installed package"):
-        cli.find_bench_dir()
-    (tmp_path / "bench").mkdir()
-    (tmp_path / "bench" / "run.py").write_text("")
-    assert cli.find_bench_dir() == tmp_path / "bench"  # the current directory's
-
-
-@pytest.mark.skipif(not (BENCH_DIR / "run.py").is_file(), reason="no bench/ next to the tests")
 def test_bench_plot_needs_matplotlib():
     try:
         import matplotlib  # noqa: F401
@@ -518,16 +494,15 @@ def test_bench_plot_needs_matplotlib():
         pass
     else:
         pytest.skip("matplotlib is installed")
-    done = run_cli("bench", "--plot", "chart.png", "--bench-dir", str(BENCH_DIR))
+    done = run_cli("bench", "--plot", "chart.png")
     assert done.returncode == 2
     assert "pip install 'fastserver[plot]'" in done.stderr
     assert "fastserver bench:" not in done.stdout  # failed before measuring anything
 
 
-@pytest.mark.skipif(not (BENCH_DIR / "plot.py").is_file(), reason="no bench/ next to the tests")
 def test_plot_draws_a_report(tmp_path):
     pytest.importorskip("matplotlib")
-    plot = cli.load_module("fastserver_bench_plot", BENCH_DIR / "plot.py")
+    from fastserver.bench import plot
 
     def row(us_per_op, ops):
         return {"server_us_per_op": us_per_op, "ops_per_sec": ops}
@@ -545,29 +520,48 @@ def test_plot_draws_a_report(tmp_path):
     assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
-@pytest.mark.skipif(not (BENCH_DIR / "run.py").is_file(), reason="no bench/ next to the tests")
-@pytest.mark.skipif(not (shutil.which("taskset") and shutil.which(os.environ.get("CC", "cc"))),
-                    reason="the bench needs taskset and a C compiler")
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity")
-                    else True, reason="the bench needs two CPUs")
-def test_bench_quick_single_workload(tmp_path):
-    """One short UDP run per implementation and the C reference (~7 s): the
-    suite runs through the CLI, with the progress lines on stderr and the
-    table on stdout."""
+needs_taskset = pytest.mark.skipif(
+    not shutil.which("taskset"), reason="the bench needs Linux and taskset")
+needs_a_compiler = pytest.mark.skipif(
+    not shutil.which(os.environ.get("CC", "cc")), reason="the bench needs a C compiler")
+needs_two_cpus = pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity") else True,
+    reason="the bench needs two CPUs")
+
+
+def bench_env(tmp_path, **settings):
+    """The child's environment for a bench: its C programs are built into a
+    cache of the test's own (XDG_CACHE_HOME), never the user's."""
+    env = variants.child_env(variants.default_variant())
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    env.update(settings)
+    return env
+
+
+@needs_taskset
+@needs_a_compiler
+@needs_two_cpus
+def test_bench_quick_from_outside_the_checkout(tmp_path):
+    """One short TCP run per implementation and the C reference (~7 s), from
+    a directory with no bench/ in it: the suite, its C sources included,
+    comes from the installed package, and the C programs are compiled into
+    the cache.  The progress lines go to stderr and the table to stdout."""
     report = tmp_path / "report.json"
     done = subprocess.run(
-        [sys.executable, "-m", "fastserver", "bench", "--bench-dir", str(BENCH_DIR),
-         "--quick", "--workloads", "udp-base", "--json", str(report)],
-        capture_output=True, text=True, timeout=120,
-        env=variants.child_env(variants.default_variant()))
+        [sys.executable, "-m", "fastserver", "bench",
+         "--quick", "--workloads", "tcp-base", "--json", str(report)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=bench_env(tmp_path))
     assert done.returncode == 0, done.stderr
     rows = [line.split()[:2] for line in done.stdout.splitlines()
-            if line.startswith("udp-base")]
-    assert rows == [["udp-base", "stdlib"], ["udp-base", "fastserver"],
-                    ["udp-base", "c-reference"]]  # bench/refserver.c
-    assert "0/3 udp-base: stdlib, run 1 of 1" in done.stderr
+            if line.startswith("tcp-base")]
+    assert rows == [["tcp-base", "stdlib"], ["tcp-base", "fastserver"],
+                    ["tcp-base", "c-reference"]]  # refserver.c
+    assert "0/3 tcp-base: stdlib, run 1 of 1" in done.stderr
     assert "] 3/3" in done.stderr
     assert report.exists()
+    built = sorted(path.name.split("-")[0] for path in (tmp_path / "cache" / "fastserver"
+                                                        / "bench").iterdir())
+    assert built == ["loadgen", "refserver"]
 
 
 # ---------------------------------------------------------------------------

@@ -2,13 +2,13 @@
 
     python -m fastserver serve [port] [-b ADDRESS] [-d DIRECTORY] [-p VERSION]
     python -m fastserver echo [port] [-b ADDRESS] [--udp]
-    python -m fastserver bench [--plot FILE.png] [--bench-dir DIR] [bench/run.py options]
+    python -m fastserver bench [--plot FILE.png] [the suite's options]
 
 ``serve`` is ``python -m http.server`` (same options, same handler, same
 request log, dual-stack the same way) on a fastserver thread-pool server.
 ``serve`` and ``echo`` stop cleanly on Ctrl-C and on SIGTERM: exit status
-0, no traceback.  ``bench`` runs the repository's ``bench/run.py``, which a
-checkout has and an installed wheel does not.
+0, no traceback.  ``bench`` runs the benchmark suite, which ships in the
+package (fastserver.bench).
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import errno
 import http.server
-import importlib.util
 import os
 import shutil
 import signal
@@ -24,7 +23,6 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
@@ -317,58 +315,28 @@ def command_echo(args: argparse.Namespace) -> int:
 
 
 def command_bench(args: argparse.Namespace) -> int:
-    bench_dir = find_bench_dir(args.bench_dir)
-    plotter = None
+    # Imported here, not at the top: serve and echo never load the suite.
+    from .bench import plot, run
+
     if args.plot:
-        plotter = load_module("fastserver_bench_plot", bench_dir / "plot.py")
         try:
-            plotter.require_matplotlib()
-        except plotter.PlotError as exc:
+            plot.require_matplotlib()
+        except plot.PlotError as exc:
             raise CommandError(str(exc)) from None
-    runner = load_module("fastserver_bench_run", bench_dir / "run.py")
     bar = ProgressBar(sys.stderr)
     try:
         with bar.keep_clear_of(sys, "stdout", "stderr"):
-            status, report = runner.run_suite(args.bench_args, progress=bar.update)
+            status, report = run.run_suite(args.bench_args, progress=bar.update)
     except KeyboardInterrupt:
         log("bench interrupted")
         return 130
-    if plotter is not None:
+    if args.plot:
         if not (report.get("summary") or report.get("shutdown")):
             log("nothing was measured: no chart drawn")
         else:
-            plotter.draw(report, args.plot)
+            plot.draw(report, args.plot)
             print(f"chart: {args.plot}", flush=True)
     return int(status)
-
-
-def find_bench_dir(explicit: str | None = None) -> Path:
-    """The bench/ directory holding run.py: ``explicit``, else ./bench, else
-    the one next to the package's own source tree (an editable install or a
-    checkout on sys.path)."""
-    if explicit is not None:
-        candidates = [Path(explicit)]
-    else:
-        source_root = Path(__file__).resolve().parent.parent.parent  # src/fastserver/cli.py
-        candidates = [Path.cwd() / "bench", source_root / "bench"]
-    for candidate in candidates:
-        if (candidate / "run.py").is_file():
-            return candidate
-    raise CommandError(
-        "bench/run.py not found (looked in: "
-        + ", ".join(str(c) for c in candidates)
-        + "). The benchmark suite is not part of the installed package: run this "
-        "command from a fastserver checkout or unpacked sdist, or pass --bench-dir.")
-
-
-def load_module(name: str, path: Path) -> ModuleType:
-    """Import a bench/ script as a module."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None or not path.is_file():
-        raise CommandError(f"{path} not found")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class ProgressBar:
@@ -511,21 +479,18 @@ def build_parser(prog: str = SCRIPT_PROG) -> argparse.ArgumentParser:
     echo.set_defaults(run=command_echo, command_parser=echo)
 
     bench = commands.add_parser(
-        "bench", help="run bench/'s stdlib-vs-fastserver suite (from a checkout)",
-        allow_abbrev=False,  # anything unknown belongs to bench/run.py
-        description="Run the benchmark suite (bench/run.py) with a progress bar "
+        "bench", help="run the stdlib-vs-fastserver benchmark suite",
+        allow_abbrev=False,  # anything unknown belongs to the suite's own options
+        description="Run the benchmark suite (fastserver.bench) with a progress bar "
                     "and print its table.",
-        epilog="Other options go to bench/run.py: --quick (one 1 s run per "
+        epilog="Other options go to the suite: --quick (one 1 s run per "
                "implementation: a smoke test), --runs N, --duration S, --warmup S, "
                "--workloads LIST (e.g. tcp-base,udp-base; 'freethreading' for the "
                "rows that show what a free-threaded build buys), --json FILE, ... "
-               "(python bench/run.py --help lists them all).")
+               "(python -m fastserver.bench.run --help lists them all).")
     bench.add_argument("--plot", metavar="FILE.png",
                        help="draw fastserver vs the stdlib per workload into this "
                             "file (needs matplotlib: pip install 'fastserver[plot]')")
-    bench.add_argument("--bench-dir", metavar="DIR",
-                       help="the bench/ directory to run (default: ./bench, else the "
-                            "one in fastserver's source tree)")
     bench.set_defaults(run=command_bench, command_parser=bench)
     return parser
 
