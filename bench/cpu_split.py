@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 
-from fastserver.bench import run
+from fastserver.bench import options, run
 
 
 def cpu_times(pid):
@@ -29,7 +29,7 @@ def cpu_times(pid):
 
 
 def measure(impl, name, duration, tmpdir):
-    spec = run.WORKLOADS[name]
+    spec = options.WORKLOADS[name]
     server = run.Server(impl, spec.server, tmpdir, backlog=64)
     try:
         cmd = ["taskset", "-c", run.CLIENT_CPU, run.loadgen(), "--mode", spec.mode,
@@ -66,7 +66,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmpdir:
         for name in args.workloads.split(","):
             impls = run.IMPLS
-            if run.WORKLOADS[name].server in run.REFERENCE_SERVERS:
+            if options.WORKLOADS[name].server in run.REFERENCE_SERVERS:
                 impls += (run.REFERENCE,)
             for impl in impls:
                 samples = sorted(

@@ -20,7 +20,7 @@ import pytest
 
 import fastserver
 from fastserver import cli
-from fastserver.bench import c_programs, run, servers
+from fastserver.bench import c_programs, options, run, servers
 
 import util
 
@@ -98,23 +98,44 @@ def test_calibrate_from_the_command_line():
     assert int(done.stdout) >= 1
 
 
-# ---- run.py -----------------------------------------------------------------------
+# ---- options.py -------------------------------------------------------------------
 
 def test_default_workloads_are_unchanged():
-    args = run.parse_args([])
-    assert not set(args.names) & set(run.OPTIONAL_WORKLOADS)
+    args = options.parse_args([])
+    assert not set(args.names) & set(options.OPTIONAL_WORKLOADS)
     assert {"tcp-base", "udp-base", "shutdown"} <= set(args.names)
 
 
 def test_free_threading_aliases():
-    assert run.parse_args(["--workloads", "cpu"]).names == [
+    assert options.parse_args(["--workloads", "cpu"]).names == [
         "threaded-cpu", "threaded-cpu-2cores", "pool-cpu", "pool-cpu-2cores"]
-    names = run.parse_args(["--workloads", "freethreading"]).names
-    assert set(names) == set(run.OPTIONAL_WORKLOADS)
+    names = options.parse_args(["--workloads", "freethreading"]).names
+    assert set(names) == set(options.OPTIONAL_WORKLOADS)
     for name in names:
-        assert run.WORKLOADS[name].work
-    assert run.WORKLOADS["convoy"].busy_size >= 128  # servers.WORK_LINE: the busy lines work
-    assert run.WORKLOADS["convoy"].size < 128          # the probe's do not
+        assert options.WORKLOADS[name].work
+    assert options.WORKLOADS["convoy"].busy_size >= 128  # servers.WORK_LINE: the busy lines work
+    assert options.WORKLOADS["convoy"].size < 128          # the probe's do not
+
+
+def test_quick_sets_the_defaults_it_implies():
+    args = options.parse_args(["--quick"])
+    assert (args.runs, args.duration, args.warmup, args.quiet_wait, args.retries) == (
+        1, 1, 0.5, 0, 0)
+    args = options.parse_args(["--runs", "5", "--retries", "1"])
+    assert (args.runs, args.quiet_wait, args.retries) == (5, 20, 1)
+
+
+def test_options_report_errors_under_their_parser_s_name(capsys):
+    with pytest.raises(SystemExit) as exited:
+        options.parse_args(["--workloads", "tcp-base,nosuch"], prog="some-bench")
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("some-bench: error: argument --workloads: "
+                            "unknown workload 'nosuch'; known: tcp-base, ")
+    assert options.parse_args([], prog="some-bench").prog == "some-bench"
+
+
+# ---- run.py -----------------------------------------------------------------------
 
 
 def test_server_cpu_list():
@@ -178,6 +199,91 @@ def test_thread_cpu_seconds_lists_this_process():
     assert run.thread_cpu_seconds(-1) == {}
 
 
+# ---- c_programs.py: compiled on first use, into the cache --------------------------
+
+needs_a_compiler = pytest.mark.skipif(not shutil.which(c_programs.compiler_command()[0]),
+                                      reason="needs a C compiler")
+
+
+@pytest.fixture
+def hello(tmp_path, monkeypatch):
+    """A C program of one line, built into a cache of the test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    source = tmp_path / "hello.c"
+    source.write_text("int main(void) { return 0; }\n")
+    return c_programs.CProgram("hello", "the hello program", source)
+
+
+def cached_files(tmp_path):
+    cache = tmp_path / "cache" / "fastserver" / "bench"
+    return sorted(path.name for path in cache.iterdir()) if cache.is_dir() else []
+
+
+@needs_a_compiler
+def test_a_program_is_built_once_into_the_cache(hello, tmp_path):
+    binary = Path(c_programs.build(hello))
+    assert binary.parent == tmp_path / "cache" / "fastserver" / "bench"
+    assert binary.name.startswith("hello-")
+    assert subprocess.run([binary], timeout=util.TIMEOUT).returncode == 0
+    built_at = binary.stat().st_mtime_ns
+    assert c_programs.build(hello) == str(binary)
+    assert binary.stat().st_mtime_ns == built_at  # not compiled again
+    assert cached_files(tmp_path) == [binary.name]  # no temporary file left behind
+
+
+@needs_a_compiler
+def test_a_changed_source_or_compiler_builds_anew(hello, monkeypatch):
+    first = c_programs.build(hello)
+    hello.source.write_text("int main(void) { return 3; }\n")
+    second = c_programs.build(hello)
+    assert second != first
+    assert subprocess.run([second], timeout=util.TIMEOUT).returncode == 3
+    compiler = c_programs.compiler_command()
+    monkeypatch.setenv("CC", " ".join([*compiler, "-DANOTHER_COMPILER"]))
+    assert c_programs.build(hello) not in (first, second)
+
+
+def test_the_cache_follows_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert c_programs.cache_dir() == tmp_path / "xdg" / "fastserver" / "bench"
+    default = tmp_path / "home" / ".cache" / "fastserver" / "bench"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")  # ignored, as the specification says
+    assert c_programs.cache_dir() == default
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert c_programs.cache_dir() == default
+
+
+def test_no_compiler_says_what_is_needed(hello, monkeypatch):
+    monkeypatch.setenv("CC", "no-such-compiler")
+    with pytest.raises(c_programs.BuildError) as failed:
+        c_programs.build(hello)
+    assert str(failed.value) == (
+        "building the hello program needs a C compiler, and 'no-such-compiler' was not "
+        "found: install gcc or clang, or set CC to a C compiler")
+
+
+@pytest.mark.skipif(not shutil.which("false"), reason="no false(1)")
+def test_a_compiler_that_fails_says_what_is_needed(hello, tmp_path, monkeypatch):
+    false = shutil.which("false")
+    monkeypatch.setenv("CC", false)
+    with pytest.raises(c_programs.BuildError) as failed:
+        c_programs.build(hello)
+    assert str(failed.value) == ("building the hello program needs a working C compiler: "
+                                 f"{false} failed on hello.c (exit status 1)")
+    assert cached_files(tmp_path) == []
+
+
+@needs_a_compiler
+def test_compiler_errors_follow_the_line(hello):
+    hello.source.write_text("this is not C\n")
+    with pytest.raises(c_programs.BuildError) as failed:
+        c_programs.build(hello)
+    first, *said = str(failed.value).splitlines()
+    assert first.endswith("failed on hello.c (exit status 1); it said:")
+    assert "hello.c" in "\n".join(said)
+
+
 # ---- loadgen.c --think-ms ---------------------------------------------------------
 
 def test_loadgen_think_time_keeps_the_count(loadgen):
@@ -204,6 +310,17 @@ def test_loadgen_think_time_is_for_tcp_rr_only(loadgen):
 
 
 # ---- the rows end to end ------------------------------------------------------------
+
+@pytest.mark.skipif(not (BENCH_DIR / "run.py").is_file(), reason="no bench/ next to the tests")
+def test_the_checkout_s_run_py_is_the_same_suite():
+    """bench/run.py takes the suite's options, and reports their errors
+    under its own name."""
+    done = subprocess.run([sys.executable, str(BENCH_DIR / "run.py"), "--workloads", "nosuch"],
+                          capture_output=True, text=True, timeout=util.TIMEOUT)
+    assert done.returncode == 2
+    assert done.stderr.startswith("usage: run.py [-h] [--quick]")
+    assert "run.py: error: argument --workloads: unknown workload 'nosuch'" in done.stderr
+
 
 @pytest.mark.skipif(not (BENCH_DIR / "run.py").is_file(), reason="no bench/ next to the tests")
 @pytest.mark.skipif(not (shutil.which("taskset") and shutil.which(os.environ.get("CC", "cc"))),

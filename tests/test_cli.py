@@ -448,8 +448,15 @@ def start(launcher, *args):
                           timeout=util.TIMEOUT, env=variants.child_env("py"))
 
 
-@pytest.mark.parametrize("command", ["serve", "echo"])
-def test_prog_in_every_usage_and_error_line(launcher, command):
+@pytest.mark.parametrize(("command", "bad_value", "complaint"), [
+    ("serve", ["70000"], "argument port: port must be 0-65535, not 70000"),
+    ("echo", ["70000"], "argument port: port must be 0-65535, not 70000"),
+    # The suite's own options, parsed by the same parser.
+    ("bench", ["--workloads", "nosuch"], "argument --workloads: unknown workload 'nosuch'; "
+                                         "known: tcp-base, "),
+    ("bench", ["--runs", "many"], "argument --runs: invalid int value: 'many'"),
+])
+def test_prog_in_every_usage_and_error_line(launcher, command, bad_value, complaint):
     prog = launcher[0]
     done = start(launcher, command, "--help")
     assert done.returncode == 0 and done.stdout.startswith(f"usage: {prog} {command} [-h]")
@@ -457,9 +464,11 @@ def test_prog_in_every_usage_and_error_line(launcher, command):
     assert done.stderr.startswith(f"usage: {prog} {command} [-h]")
     assert_error_line(done, 2, f"{prog} {command}: error: "
                                "unrecognized arguments: --no-such-option")
-    done = start(launcher, command, "70000")
-    assert_error_line(done, 2, f"{prog} {command}: error: argument port: "
-                               "port must be 0-65535, not 70000")
+    done = start(launcher, command, *bad_value)
+    assert done.stderr.startswith(f"usage: {prog} {command} [-h]")
+    error = done.stderr.splitlines()[-1]
+    assert_error_line(done, 2, error)
+    assert error.startswith(f"{prog} {command}: error: {complaint}")
 
 
 def test_prog_at_the_top_level(launcher):
@@ -562,6 +571,25 @@ def test_bench_quick_from_outside_the_checkout(tmp_path):
     built = sorted(path.name.split("-")[0] for path in (tmp_path / "cache" / "fastserver"
                                                         / "bench").iterdir())
     assert built == ["loadgen", "refserver"]
+
+
+@needs_taskset
+@pytest.mark.parametrize("compiler", ["false", "no-such-compiler"])
+def test_bench_without_a_compiler_says_what_it_needs(launcher, tmp_path, compiler):
+    """One line, before anything is measured: the C load generator needs a
+    (working) C compiler."""
+    prog = launcher[0]
+    if compiler == "false":
+        compiler = shutil.which("false")
+        reason = f"needs a working C compiler: {compiler} failed on loadgen.c (exit status 1)"
+    else:
+        reason = (f"needs a C compiler, and {compiler!r} was not found: install gcc or "
+                  "clang, or set CC to a C compiler")
+    done = subprocess.run([*launcher[1], "bench", "--quick", "--workloads", "tcp-base"],
+                          capture_output=True, text=True, timeout=util.TIMEOUT, cwd=tmp_path,
+                          env=bench_env(tmp_path, CC=compiler))
+    assert_error_line(done, 1, f"{prog} bench: error: building the load generator {reason}")
+    assert "fastserver bench:" not in done.stdout
 
 
 # ---------------------------------------------------------------------------

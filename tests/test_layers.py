@@ -41,8 +41,8 @@ LAYERS = [
      "workers", "__init__"],
     # the benchmark suite, a user of the public package (``import fastserver``),
     # and the command line that runs it
-    ["bench", "bench.c_programs", "bench.plot", "bench.servers", "bench.shutdown_latency",
-     "bench.run", "cli", "__main__"],
+    ["bench", "bench.options", "bench.c_programs", "bench.plot", "bench.servers",
+     "bench.shutdown_latency", "bench.run", "cli", "__main__"],
 ]
 ORDER = [name for layer in LAYERS for name in layer]
 

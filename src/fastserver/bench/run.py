@@ -73,7 +73,6 @@ default is 5): 8 to 50 connections opening at once overflow a backlog of 5,
 the kernel drops SYNs and each drop stalls a client for the 1 s SYN
 retransmission timer, which would measure the timer, not the server.
 """
-import argparse
 import functools
 import json
 import os
@@ -87,11 +86,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 
 import fastserver
 
-from . import c_programs
+from . import c_programs, options
+from .options import BUSY_LIMIT, SHUTDOWN_ROW, WORKLOADS
 
 #: The server programs and the shutdown row, run by module name: they are
 #: wherever the package is, a checkout or site-packages.
@@ -106,60 +105,6 @@ REFERENCE_SERVERS = ("tcp-base", "tcp-stream", "udp-base", "udp-dgram", "tcp-per
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-@dataclass(frozen=True)
-class Workload:
-    server: str          # the servers.py workload
-    driver: str          # "loadgen" or "wrk"
-    mode: str = ""       # loadgen mode
-    concurrency: int = 1
-    size: int = 64
-    keepalive: bool = True  # wrk only
-    server_cpus: int = 1    # 2: the server may run on both CPUs (the load's too)
-    work: bool = False      # the handler burns --cpu-work-us per line (servers.py)
-    #: > 0: a second loadgen (tcp-rr, one connection) keeps the server busy
-    #: with lines this long while the measured one runs (the convoy row).
-    busy_size: int = 0
-    think_ms: float = 0     # loadgen --think-ms: a pause after each reply
-
-
-WORKLOADS = {
-    "tcp-base": Workload("tcp-base", "loadgen", "tcp-conn", 8, 6),
-    "tcp-stream": Workload("tcp-stream", "loadgen", "tcp-conn", 8, 6),
-    "udp-base": Workload("udp-base", "loadgen", "udp-rr", 32, 64),
-    "udp-dgram": Workload("udp-dgram", "loadgen", "udp-rr", 32, 64),
-    "tcp-persistent": Workload("tcp-persistent", "loadgen", "tcp-rr", 50, 64),
-    "tcp-persistent-1": Workload("tcp-persistent", "loadgen", "tcp-rr", 1, 64),
-    "http-close": Workload("http", "wrk", concurrency=10, keepalive=False),
-    "http-keepalive": Workload("http", "wrk", concurrency=10, keepalive=True),
-    # HTTP/1.0 on HTTPServer: http-close less a thread per request.
-    "http-close-sync": Workload("http-sync", "wrk", concurrency=10, keepalive=False),
-    # Issue 4's rows: each module's defaults (Nagle), and the thread pool.
-    "http-keepalive-as-is": Workload("http-as-is", "wrk", concurrency=10, keepalive=True),
-    "http-close-pool": Workload("http-pool", "wrk", concurrency=10, keepalive=False),
-    # What free-threading buys: 4 persistent connections, ~1 ms of pure
-    # Python per line, the server on one core, then allowed both.
-    "threaded-cpu": Workload("threaded-cpu", "loadgen", "tcp-rr", 4, 64, work=True),
-    "pool-cpu": Workload("pool-cpu", "loadgen", "tcp-rr", 4, 64, work=True),
-    "threaded-cpu-2cores": Workload("threaded-cpu", "loadgen", "tcp-rr", 4, 64,
-                                    server_cpus=2, work=True),
-    "pool-cpu-2cores": Workload("pool-cpu", "loadgen", "tcp-rr", 4, 64,
-                                server_cpus=2, work=True),
-    # A trivial request's round trip while another connection is CPU-bound.
-    # The probe sends a line a millisecond or so after each reply: light
-    # load, so that its latency is the wait for the busy thread, not a queue.
-    "convoy": Workload("convoy", "loadgen", "tcp-rr", 1, 64, server_cpus=2, work=True,
-                       busy_size=256, think_ms=1),
-}
-#: Not in the default table: they only tell something on a free-threaded
-#: build (or against one), and take a minute or more each.
-OPTIONAL_WORKLOADS = ["threaded-cpu", "pool-cpu", "threaded-cpu-2cores", "pool-cpu-2cores",
-                      "convoy"]
-ALIASES = {"http": ["http-close", "http-close-sync", "http-keepalive", "http-keepalive-as-is",
-                    "http-close-pool"],
-           "cpu": ["threaded-cpu", "threaded-cpu-2cores", "pool-cpu", "pool-cpu-2cores"],
-           "freethreading": ["threaded-cpu", "threaded-cpu-2cores", "pool-cpu",
-                             "pool-cpu-2cores", "convoy"]}
-DEFAULT_WORKLOADS = [name for name in WORKLOADS if name not in OPTIONAL_WORKLOADS] + ["shutdown"]
 #: Rows measured on one server core and on two: their ratio is the scaling.
 SCALING_PAIRS = [("threaded-cpu", "threaded-cpu-2cores"), ("pool-cpu", "pool-cpu-2cores")]
 
@@ -624,7 +569,6 @@ def one_run(impl, name, args, tmpdir):
     return result
 
 
-BUSY_LIMIT = 10  # % of a core used by other processes that marks a run disturbed
 CLIENT_BOUND = 95  # gen% above which the load generator, not the server, sets the pace
 
 
@@ -839,7 +783,7 @@ class Progress:
     A run redone because the machine was busy is not counted again."""
 
     def __init__(self, names, runs, callback=None, impls_of=lambda name: IMPLS):
-        self.total = sum(1 if name == "shutdown" else len(impls_of(name)) * runs
+        self.total = sum(1 if name == SHUTDOWN_ROW else len(impls_of(name)) * runs
                          for name in names)
         self.done = 0
         self.callback = callback
@@ -856,58 +800,6 @@ class Progress:
 
 
 # ---- main -------------------------------------------------------------------
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 1 run each, 1 s, 0.5 s warm-up")
-    parser.add_argument("--runs", type=int, default=3, help="runs per implementation")
-    parser.add_argument("--duration", type=float, default=3, help="measured seconds per run")
-    parser.add_argument("--warmup", type=float, default=1, help="warm-up seconds per run")
-    parser.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
-                        help="comma-separated; 'http' means the http rows, 'cpu' "
-                             "the four CPU-bound threaded rows, 'freethreading' "
-                             "those and convoy. Default: " + ", ".join(DEFAULT_WORKLOADS)
-                             + "; not by default: " + ", ".join(OPTIONAL_WORKLOADS))
-    parser.add_argument("--cpu-work-us", type=float, default=1000,
-                        help="the CPU-bound rows' work per line, in microseconds of "
-                             "CPU, calibrated once per bench (default 1000)")
-    parser.add_argument("--cpu-work-iterations", type=int, default=0,
-                        help="use this burn() loop count instead of calibrating "
-                             "(to repeat an earlier bench's work exactly)")
-    parser.add_argument("--backlog", type=int, default=64,
-                        help="listen() backlog of the TCP servers, both impls "
-                             "(0: the classes' default, 5, which drops SYNs)")
-    parser.add_argument("--quiet-wait", type=float, default=None,
-                        help="before each run, wait up to this many seconds for "
-                             "other processes to leave the cores idle "
-                             "(default 20, 0 with --quick)")
-    parser.add_argument("--retries", type=int, default=None,
-                        help="redo a run disturbed by other processes (bg%% > "
-                             f"{BUSY_LIMIT}) up to this many times (default 2, 0 "
-                             "with --quick)")
-    parser.add_argument("--no-reference", dest="reference", action="store_false",
-                        help="skip the C reference server's rows (refserver.c)")
-    parser.add_argument("--json", help="write the summary and every raw run here")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.runs, args.duration, args.warmup = 1, 1, 0.5
-    if args.quiet_wait is None:
-        args.quiet_wait = 0 if args.quick else 20
-    if args.retries is None:
-        args.retries = 0 if args.quick else 2
-    names = []
-    for name in filter(None, args.workloads.split(",")):
-        for real in ALIASES.get(name, [name]):
-            if real not in WORKLOADS and real != "shutdown":
-                parser.error(f"unknown workload {real!r}; known: "
-                             + ", ".join(DEFAULT_WORKLOADS + OPTIONAL_WORKLOADS
-                                         + list(ALIASES)))
-            names.append(real)
-    args.names = names
-    args.work_iterations = 0  # set by calibrate_work() if a row needs it
-    return args
-
 
 def calibrate_work(args, attempts=3):
     """The burn() loop count for --cpu-work-us, measured once for the whole
@@ -1004,14 +896,18 @@ def metadata(args):
 
 
 def main(argv=None):
-    return run_suite(argv)[0]
+    """``python -m fastserver.bench.run`` and ``python bench/run.py``."""
+    return run_suite(options.parse_args(argv, description=__doc__.splitlines()[0]))[0]
 
 
-def run_suite(argv=None, progress=None):
-    """The whole command: returns (exit status, report).  The report is what
-    --json writes; ``progress`` is a Progress callback."""
-    args = parse_args(argv)
+def run_suite(args, progress=None):
+    """The whole bench, for options.py's completed ``args``: returns (exit
+    status, report).  The report is what --json writes, whatever was
+    measured before a failure included; a failure is reported on stderr as
+    ``PROG: error: ...``, as argparse reports a usage error.  ``progress``
+    is a Progress callback."""
     report = {"meta": {}, "summary": [], "runs": []}
+    args.work_iterations = 0  # the CPU-bound rows' loop count, if they run
     # SIGTERM unwinds like Ctrl-C, so the finally clauses stop the server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
@@ -1044,7 +940,7 @@ def run_suite(argv=None, progress=None):
         steps = Progress(names, args.runs, progress, lambda name: impls_of(name, args))
         with tempfile.TemporaryDirectory(prefix="fastserver-bench-") as tmpdir:
             for name in names:
-                if name == "shutdown":
+                if name == SHUTDOWN_ROW:
                     steps.step("shutdown latency")
                     report["shutdown"] = run_shutdown(args.quick, tmpdir)
                     print_shutdown(report["shutdown"])
@@ -1057,7 +953,7 @@ def run_suite(argv=None, progress=None):
         print_scaling(report["scaling"])
         steps.finish()
     except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
+        print(f"{args.prog}: error: {exc}", file=sys.stderr)
         report["error"] = str(exc)
         return 1, report
     finally:
