@@ -15,9 +15,14 @@ fastserver's ratio to the stdlib written by its bar:
 - throughput, in operations/s (higher is better);
 - shutdown() latency, in ms on a log scale, when the report has that row.
 """
+from __future__ import annotations
+
 import argparse
 import json
+import os
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 STDLIB_COLOR = "#999999"
 FASTSERVER_COLOR = "#0072B2"  # colour-blind safe against the grey
@@ -28,9 +33,10 @@ class PlotError(Exception):
     pass
 
 
-def require_matplotlib():
+def require_matplotlib() -> Any:
     """matplotlib's pyplot on a file-only backend, or PlotError saying how to
-    install it."""
+    install it.  (Any: matplotlib is optional, and mypy does not follow it:
+    pyproject.toml.)"""
     try:
         import matplotlib
     except ImportError:
@@ -41,7 +47,9 @@ def require_matplotlib():
     return pyplot
 
 
-def paired_bars(axes, labels, stdlib, fastserver, ratios, unit, better):
+def paired_bars(axes: Any, labels: list[str], stdlib: list[float | None],
+                fastserver: list[float | None], ratios: list[float | None], unit: str,
+                better: str) -> None:
     """One stdlib and one fastserver bar per label, ratios by fastserver's."""
     from matplotlib.ticker import EngFormatter
 
@@ -63,7 +71,7 @@ def paired_bars(axes, labels, stdlib, fastserver, ratios, unit, better):
     axes.xaxis.set_major_formatter(EngFormatter(sep=""))  # 150k, not 150000
 
 
-def shutdown_bars(axes, shutdown):
+def shutdown_bars(axes: Any, shutdown: dict[str, Any]) -> None:
     names = ["stdlib", "fastserver"]
     medians = [shutdown[name]["median_ms"] for name in names]
     axes.barh(names, medians, BAR_HEIGHT, color=[STDLIB_COLOR, FASTSERVER_COLOR])
@@ -76,7 +84,7 @@ def shutdown_bars(axes, shutdown):
     axes.set_title("shutdown() latency", fontsize=10)
 
 
-def subtitle(meta):
+def subtitle(meta: dict[str, Any]) -> str:
     parts = [f"Python {meta['python']}" if meta.get("python") else None,
              f"{meta['core']} core" if meta.get("core") else None,
              (f"medians of {meta['runs']} run(s) x {meta['duration']} s"
@@ -85,7 +93,7 @@ def subtitle(meta):
     return ", ".join(part for part in parts if part)
 
 
-def draw(report, path):
+def draw(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write the chart of ``report`` (run.py's --json structure) to ``path``."""
     pyplot = require_matplotlib()
     summary = report.get("summary") or []
@@ -126,7 +134,7 @@ def draw(report, path):
     pyplot.close(figure)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", help="a report written by the bench's --json")
     parser.add_argument("chart", help="the image to write (.png, .svg, .pdf)")

@@ -73,6 +73,9 @@ default is 5): 8 to 50 connections opening at once overflow a backlog of 5,
 the kernel drops SYNs and each drop stalls a client for the 1 s SYN
 retransmission timer, which would measure the timer, not the server.
 """
+from __future__ import annotations
+
+import argparse
 import functools
 import json
 import os
@@ -86,11 +89,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO, Any, Optional
 
 import fastserver
 
 from . import c_programs, options
-from .options import BUSY_LIMIT, SHUTDOWN_ROW, WORKLOADS
+from .options import BUSY_LIMIT, SHUTDOWN_ROW, WORKLOADS, Workload
 
 #: The server programs and the shutdown row, run by module name: they are
 #: wherever the package is, a checkout or site-packages.
@@ -103,31 +108,39 @@ IMPLS = ("stdlib", "fastserver")
 REFERENCE = "c-reference"
 REFERENCE_SERVERS = ("tcp-base", "tcp-stream", "udp-base", "udp-dgram", "tcp-persistent")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
 #: Rows measured on one server core and on two: their ratio is the scaling.
 SCALING_PAIRS = [("threaded-cpu", "threaded-cpu-2cores"), ("pool-cpu", "pool-cpu-2cores")]
 
 
+#: One run's figures, one workload's summary, the whole report (the JSON's
+#: structure: plain dicts, as json.dump() writes them).
+RunResult = dict[str, Any]
+Summary = dict[str, Any]
+Report = dict[str, Any]
+#: The progress callback: (done, total, label of the step starting, or None).
+ProgressCallback = Callable[[int, int, Optional[str]], None]
+
+
 class BenchError(Exception):
-    pass
+    """The bench cannot go on: printed as one error line (plus what a
+    failed program printed) and exit status 1."""
 
 
 # ---- the C programs ---------------------------------------------------------
 
 @functools.cache
-def loadgen():
+def loadgen() -> str:
     """The load generator's binary, built on the first call (c_programs.py)."""
     return built(c_programs.LOADGEN)
 
 
 @functools.cache
-def refserver():
+def refserver() -> str:
     """The C reference server's binary, built on the first call."""
     return built(c_programs.REFSERVER)
 
 
-def built(program):
+def built(program: c_programs.CProgram) -> str:
     try:
         return c_programs.build(program)
     except c_programs.BuildError as exc:
@@ -136,7 +149,7 @@ def built(program):
 
 # ---- CPU accounting -------------------------------------------------------
 
-def read_proc(path):
+def read_proc(path: str) -> str:
     """The text of a /proc file, read with os.read(), no file object.
 
     On the free-threaded 3.13.5 closing a buffered file takes the file's
@@ -150,7 +163,7 @@ def read_proc(path):
     """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             chunk = os.read(fd, 65536)
             if not chunk:
@@ -160,15 +173,15 @@ def read_proc(path):
         os.close(fd)
 
 
-def process_cpu_seconds(pid):
+def process_cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads, live and exited)."""
     fields = read_proc(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def thread_cpu_seconds(pid):
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
     """{thread id: utime + stime} of a process's live threads."""
-    times = {}
+    times: dict[int, float] = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -182,14 +195,14 @@ def thread_cpu_seconds(pid):
     return times
 
 
-def cpus_busy_seconds():
+def cpus_busy_seconds() -> float:
     """Non-idle time of the server's and the client's CPUs (/proc/stat), in s."""
     wanted = {"cpu" + SERVER_CPU, "cpu" + CLIENT_CPU}
-    busy = 0
+    busy = 0.0
     for line in read_proc("/proc/stat").splitlines():
-        name, *ticks = line.split()
+        name, *fields = line.split()
         if name in wanted:
-            ticks = [int(t) for t in ticks[:8]]
+            ticks = [int(t) for t in fields[:8]]
             busy += (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
     return busy
 
@@ -197,23 +210,25 @@ def cpus_busy_seconds():
 class Window:
     """Server CPU and both cores' busy time at the edges of a measured window."""
 
-    def __init__(self, server):
+    def __init__(self, server: Server) -> None:
         self.server = server
-        self.start = self.end = None
-        self.threads_start = self.threads_end = {}
+        self.start: tuple[float, float] | None = None
+        self.end: tuple[float, float] | None = None
+        self.threads_start: dict[int, float] = {}
+        self.threads_end: dict[int, float] = {}
 
-    def sample(self):
+    def sample(self) -> tuple[float, float]:
         return self.server.cpu(), cpus_busy_seconds()
 
-    def open(self):
+    def open(self) -> None:
         self.start = self.sample()
         self.threads_start = thread_cpu_seconds(self.server.proc.pid)
 
-    def close(self):
+    def close(self) -> None:
         self.threads_end = thread_cpu_seconds(self.server.proc.pid)
         self.end = self.sample()
 
-    def result(self, client_cpu_s):
+    def result(self, client_cpu_s: float | None) -> RunResult:
         """server_cpu_s, and other_cpu_s: what else ran on the two cores."""
         if self.start is None or self.end is None:
             raise BenchError("the measured window never opened or closed")
@@ -230,7 +245,7 @@ class Window:
                 "other_cpu_s": max(0.0, busy - server - (client_cpu_s or 0))}
 
 
-def wait_for_quiet(max_wait, threshold=0.15, step=0.5):
+def wait_for_quiet(max_wait: float, threshold: float = 0.15, step: float = 0.5) -> float:
     """Wait up to max_wait s until both cores together are < threshold busy.
 
     The machine may be shared: a run started while other processes are busy
@@ -246,7 +261,7 @@ def wait_for_quiet(max_wait, threshold=0.15, step=0.5):
             return busy
 
 
-def listen_overflows():
+def listen_overflows() -> int:
     """The kernel's TcpExt ListenOverflows counter (full accept queues)."""
     try:
         lines = [line.split() for line in read_proc("/proc/net/netstat").splitlines()
@@ -258,7 +273,7 @@ def listen_overflows():
 
 # ---- the server process ---------------------------------------------------
 
-def server_cpu_list(count):
+def server_cpu_list(count: int) -> str:
     """taskset's CPU list for a server allowed ``count`` (1 or 2) CPUs."""
     return SERVER_CPU if count == 1 else f"{SERVER_CPU},{CLIENT_CPU}"
 
@@ -267,7 +282,8 @@ class Server:
     """A servers.py (or refserver) subprocess pinned to SERVER_CPU (or to
     both CPUs, ``cpus=2``); stopped by its pid."""
 
-    def __init__(self, impl, workload, tmpdir, backlog, cpus=1, work_iterations=0):
+    def __init__(self, impl: str, workload: str, tmpdir: str, backlog: int, cpus: int = 1,
+                 work_iterations: int = 0) -> None:
         self.ready_file = os.path.join(tmpdir, f"{impl}-{workload}.port")
         self.log_path = os.path.join(tmpdir, f"{impl}-{workload}.log")
         # Open for the server's whole life (its stdout); close() closes it.
@@ -285,14 +301,14 @@ class Server:
             self.stop()
             raise
 
-    def output(self):
+    def output(self) -> str:
         """What the server printed (stdout and stderr) so far."""
         if not self.log.closed:
             self.log.flush()
         with open(self.log_path) as f:
             return f.read()
 
-    def wait_ready(self, timeout=15):
+    def wait_ready(self, timeout: float = 15) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if os.path.exists(self.ready_file):
@@ -304,10 +320,10 @@ class Server:
             time.sleep(0.02)
         raise BenchError(f"server not ready after {timeout} s:\n{self.output()}")
 
-    def cpu(self):
+    def cpu(self) -> float:
         return process_cpu_seconds(self.proc.pid)
 
-    def stop(self):
+    def stop(self) -> int:
         """SIGTERM, then SIGKILL if it does not exit; returns its exit code."""
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
@@ -324,7 +340,7 @@ class Server:
 
 # ---- drivers ----------------------------------------------------------------
 
-def run_loadgen(server, spec, duration, warmup):
+def run_loadgen(server: Server, spec: Workload, duration: float, warmup: float) -> RunResult:
     """Run loadgen; sample the server's CPU at its measure-start/-end lines."""
     deadline = warmup + duration + 15
     cmd = ["taskset", "-c", CLIENT_CPU, loadgen(), "--mode", spec.mode,
@@ -335,9 +351,10 @@ def run_loadgen(server, spec, duration, warmup):
         cmd += ["--think-ms", str(spec.think_ms)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+    assert proc.stdout is not None and proc.stderr is not None  # both PIPEs
     window = Window(server)
     try:
-        messages = follow_loadgen(proc, window, server, deadline + 5)
+        messages = follow_loadgen(proc.stderr, window, server, deadline + 5)
         out = proc.stdout.read()
         proc.wait(timeout=5)
     finally:
@@ -349,7 +366,7 @@ def run_loadgen(server, spec, duration, warmup):
     if not out.strip():
         raise BenchError(f"loadgen printed no result (exit {proc.returncode}):\n"
                          + "".join(messages))
-    result = json.loads(out)
+    result: RunResult = json.loads(out)
     if result["timed_out"] or window.end is None:
         raise BenchError("loadgen never finished measuring:\n" + "".join(messages))
     client_cpu_s = result["client_cpu_pct"] * result["seconds"] / 100
@@ -358,12 +375,14 @@ def run_loadgen(server, spec, duration, warmup):
     return result
 
 
-def follow_loadgen(proc, window, server, timeout):
-    """Read loadgen's stderr; sample CPU times at the window's edges."""
-    messages = []
+def follow_loadgen(stderr: IO[str], window: Window, server: Server,
+                   timeout: float) -> list[str]:
+    """Read loadgen's stderr; sample CPU times at the window's edges.
+    Returns the other lines it printed."""
+    messages: list[str] = []
     end = time.monotonic() + timeout
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stderr, selectors.EVENT_READ)
+        sel.register(stderr, selectors.EVENT_READ)
         while True:
             left = end - time.monotonic()
             if left <= 0:
@@ -373,7 +392,7 @@ def follow_loadgen(proc, window, server, timeout):
                                  "during the run")
             if not sel.select(min(left, 0.5)):
                 continue
-            line = proc.stderr.readline()
+            line = stderr.readline()
             if not line:
                 return messages
             if line.strip() == "measure-start":
@@ -393,7 +412,8 @@ class BusyConnection:
     a client as the measured one: it sleeps in epoll_wait() while the
     server works."""
 
-    def __init__(self, server, spec, duration, warmup, margin=1.0):
+    def __init__(self, server: Server, spec: Workload, duration: float, warmup: float,
+                 margin: float = 1.0) -> None:
         seconds = warmup + duration + margin
         cmd = ["taskset", "-c", CLIENT_CPU, loadgen(), "--mode", "tcp-rr",
                "--addr", f"127.0.0.1:{server.port}", "--size", str(spec.busy_size),
@@ -404,10 +424,10 @@ class BusyConnection:
         self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=self.err, text=True)
         self.timeout = seconds + 20
 
-    def running(self):
+    def running(self) -> bool:
         return self.proc.poll() is None
 
-    def result(self):
+    def result(self) -> RunResult:
         """busy_ops_per_sec, busy_p50_us, busy_errors of the whole busy run."""
         try:
             self.proc.wait(timeout=self.timeout)
@@ -424,7 +444,7 @@ class BusyConnection:
         return {"busy_ops_per_sec": busy["ops_per_sec"], "busy_p50_us": busy["p50_us"],
                 "busy_errors": busy["errors"]}
 
-    def stop(self):
+    def stop(self) -> None:
         """Kill it if it still runs; close its output files (idempotent)."""
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
@@ -436,9 +456,9 @@ class BusyConnection:
 WRK_UNITS = {"us": 1, "ms": 1e3, "s": 1e6, "m": 60e6}
 
 
-def parse_wrk(text):
+def parse_wrk(text: str) -> RunResult:
     """ops, seconds, ops/s, latency percentiles and errors from wrk --latency."""
-    def number(pattern, default=None):
+    def number(pattern: str, default: tuple[str, ...] | None = None) -> tuple[str, ...]:
         match = re.search(pattern, text)
         if not match:
             if default is None:
@@ -446,10 +466,9 @@ def parse_wrk(text):
             return default
         return match.groups()
 
-    ops, seconds = number(r"(\d+) requests in ([\d.]+)(\w+),")[:2]
-    unit = re.search(r"requests in [\d.]+(\w+),", text).group(1)
-    seconds = float(seconds) * WRK_UNITS.get(unit, 1e6) / 1e6
-    result = {"ops": int(ops), "seconds": seconds,
+    ops, duration, unit = number(r"(\d+) requests in ([\d.]+)(\w+),")
+    seconds = float(duration) * WRK_UNITS.get(unit, 1e6) / 1e6
+    result: RunResult = {"ops": int(ops), "seconds": seconds,
               "ops_per_sec": float(number(r"Requests/sec:\s+([\d.]+)")[0])}
     for pct, key in (("50", "p50_us"), ("90", "p90_us"), ("99", "p99_us")):
         value, unit = number(rf"\n\s+{pct}%\s+([\d.]+)(\w+)")
@@ -461,7 +480,7 @@ def parse_wrk(text):
     return result
 
 
-def wrk_command(server, spec, seconds):
+def wrk_command(server: Server, spec: Workload, seconds: int) -> list[str]:
     cmd = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{spec.concurrency}",
            f"-d{seconds}s", "--timeout", "2s", "--latency"]
     if not spec.keepalive:
@@ -469,7 +488,8 @@ def wrk_command(server, spec, seconds):
     return cmd + [f"http://127.0.0.1:{server.port}/"]
 
 
-def wrk(cmd, timeout, window=None):
+def wrk(cmd: list[str], timeout: float,
+        window: Window | None = None) -> tuple[int, str, str, float]:
     """Run wrk; returns (exit code, stdout, stderr, wrk's CPU seconds)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
@@ -497,7 +517,7 @@ def wrk(cmd, timeout, window=None):
         return proc.returncode, out.read(), err.read(), usage.ru_utime + usage.ru_stime
 
 
-def run_wrk(server, spec, duration, warmup):
+def run_wrk(server: Server, spec: Workload, duration: float, warmup: float) -> RunResult:
     """Warm up with one wrk run, then measure with another."""
     seconds = max(1, round(duration))  # wrk takes whole seconds only
     if warmup > 0:
@@ -517,18 +537,18 @@ def run_wrk(server, spec, duration, warmup):
 
 # ---- one run, one workload --------------------------------------------------
 
-def one_run(impl, name, args, tmpdir):
+def one_run(impl: str, name: str, args: argparse.Namespace, tmpdir: str) -> RunResult:
     spec = WORKLOADS[name]
     duration, warmup = args.duration, args.warmup
     if args.quiet_wait:
-        busy = wait_for_quiet(args.quiet_wait)
-        if busy >= 0.15:
-            print(f"  note: cores still {100 * busy:.0f}% busy after waiting "
+        still_busy = wait_for_quiet(args.quiet_wait)
+        if still_busy >= 0.15:
+            print(f"  note: cores still {100 * still_busy:.0f}% busy after waiting "
                   f"{args.quiet_wait} s for quiet; running anyway", file=sys.stderr)
     overflows = listen_overflows()
     server = Server(impl, spec.server, tmpdir, args.backlog, spec.server_cpus,
                     args.work_iterations if spec.work else 0)
-    busy = None
+    busy: BusyConnection | None = None
     try:
         if spec.busy_size:
             busy = BusyConnection(server, spec, duration, warmup)
@@ -572,12 +592,13 @@ def one_run(impl, name, args, tmpdir):
 CLIENT_BOUND = 95  # gen% above which the load generator, not the server, sets the pace
 
 
-def measured_run(impl, name, args, tmpdir):
+def measured_run(impl: str, name: str, args: argparse.Namespace,
+                 tmpdir: str) -> tuple[RunResult, list[RunResult]]:
     """One run; redone up to --retries times while other processes disturb it.
 
     Returns the kept run and the discarded ones (marked so in the JSON).
     """
-    discarded = []
+    discarded: list[RunResult] = []
     while True:
         result = one_run(impl, name, args, tmpdir)
         if result["other_cpu_pct"] <= BUSY_LIMIT or len(discarded) >= args.retries:
@@ -588,12 +609,13 @@ def measured_run(impl, name, args, tmpdir):
         discarded.append(result)
 
 
-def run_workload(name, args, tmpdir, all_runs, progress):
+def run_workload(name: str, args: argparse.Namespace, tmpdir: str, all_runs: list[RunResult],
+                 progress: Progress) -> list[RunResult]:
     """Alternate stdlib and fastserver runs; return kept and discarded runs.
 
     Each run is also appended to all_runs as soon as it is done.
     """
-    runs = []
+    runs: list[RunResult] = []
     for i in range(args.runs):
         for impl in impls_of(name, args):
             progress.step(f"{name}: {impl}, run {i + 1} of {args.runs}")
@@ -606,7 +628,7 @@ def run_workload(name, args, tmpdir, all_runs, progress):
     return runs
 
 
-def impls_of(name, args):
+def impls_of(name: str, args: argparse.Namespace) -> tuple[str, ...]:
     """The implementations a workload runs on: both modules, and the C
     reference where there is one (not with --no-reference)."""
     if args.reference and WORKLOADS[name].server in REFERENCE_SERVERS:
@@ -614,7 +636,7 @@ def impls_of(name, args):
     return IMPLS
 
 
-def warn_about(result):
+def warn_about(result: RunResult) -> None:
     label = f"{result['workload']}/{result['impl']}"
     if result.get("errors"):
         print(f"  warning: {label}: {result['errors']} errors", file=sys.stderr)
@@ -633,21 +655,21 @@ def warn_about(result):
 
 # ---- summary ----------------------------------------------------------------
 
-def median_of(runs, key):
-    values = [r[key] for r in runs if r.get(key) is not None]
+def median_of(runs: list[RunResult], key: str) -> float | None:
+    values: list[float] = [r[key] for r in runs if r.get(key) is not None]
     return statistics.median(values) if values else None
 
 
-def spread_of(runs, key):
+def spread_of(runs: list[RunResult], key: str) -> float | None:
     """(max - min) / median of the runs, in percent."""
-    values = [r[key] for r in runs if r.get(key) is not None]
+    values: list[float] = [r[key] for r in runs if r.get(key) is not None]
     if len(values) < 2 or not statistics.median(values):
         return None
     return 100 * (max(values) - min(values)) / statistics.median(values)
 
 
-def summarize(name, runs):
-    rows = {}
+def summarize(name: str, runs: list[RunResult]) -> Summary:
+    rows: dict[str, dict[str, Any]] = {}
     for impl in (*IMPLS, REFERENCE):
         mine = [r for r in runs if r["impl"] == impl and not r.get("discarded")]
         if impl == REFERENCE and not mine:
@@ -662,10 +684,10 @@ def summarize(name, runs):
         rows[impl]["runs"] = len(mine)
     std, fast = rows["stdlib"], rows["fastserver"]
 
-    def ratio(key, mine, theirs):
+    def ratio(key: str, mine: dict[str, Any], theirs: dict[str, Any]) -> float | None:
         return (mine[key] / theirs[key]) if mine[key] and theirs[key] else None
 
-    summary = {"workload": name, "stdlib": std, "fastserver": fast,
+    summary: Summary = {"workload": name, "stdlib": std, "fastserver": fast,
                "ratio_us_per_op": ratio("server_us_per_op", fast, std),
                "ratio_ops_per_sec": ratio("ops_per_sec", fast, std)}
     if WORKLOADS[name].busy_size:  # the convoy row: latency is the figure
@@ -678,11 +700,11 @@ def summarize(name, runs):
     return summary
 
 
-def fmt(value, spec, width):
+def fmt(value: float | None, spec: str, width: int) -> str:
     return f"{'-' if value is None else format(value, spec):>{width}}"
 
 
-def fmt_spread(spread, width):
+def fmt_spread(spread: float | None, width: int) -> str:
     """± half the range, in percent."""
     return f"{'-' if spread is None else f'±{spread / 2:.0f}%':>{width}}"
 
@@ -692,7 +714,7 @@ HEADER = (f"{'workload':<22}{'impl':<12}{'ops/s':>10}{'p50 us':>9}{'p99 us':>9}"
           f"{'us/op ratio':>13}{'ops/s ratio':>13}{'÷ C':>7}")
 
 
-def print_summary(summary):
+def print_summary(summary: Summary) -> None:
     impls = [impl for impl in (*IMPLS, REFERENCE) if impl in summary]
     for impl in impls:
         row = summary[impl]
@@ -726,14 +748,14 @@ def print_summary(summary):
               "ops/s is its limit; compare srv us/op", flush=True)
 
 
-def scaling(summaries):
+def scaling(summaries: list[Summary]) -> list[dict[str, Any]]:
     """For each SCALING_PAIRS pair measured: ops/s on two server cores over
     ops/s on one, per implementation."""
     by_name = {s["workload"]: s for s in summaries}
     rows = []
     for one, two in SCALING_PAIRS:
         if one in by_name and two in by_name:
-            row = {"workloads": [one, two]}
+            row: dict[str, Any] = {"workloads": [one, two]}
             for impl in IMPLS:
                 a, b = by_name[one][impl]["ops_per_sec"], by_name[two][impl]["ops_per_sec"]
                 row[impl] = b / a if a and b else None
@@ -741,7 +763,7 @@ def scaling(summaries):
     return rows
 
 
-def print_scaling(rows):
+def print_scaling(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         print(f"{'scaling':<22}{row['workloads'][1]} / {row['workloads'][0]} ops/s: "
               + ", ".join(f"{impl} {fmt(row[impl], '.2f', 0)}x" for impl in IMPLS),
@@ -750,7 +772,7 @@ def print_scaling(rows):
 
 # ---- the shutdown row -------------------------------------------------------
 
-def run_shutdown(quick, tmpdir):
+def run_shutdown(quick: bool, tmpdir: str) -> dict[str, Any]:
     out = os.path.join(tmpdir, "shutdown.json")
     # both cores, as the script is meant to run (run.py pins itself to one)
     cmd = ["taskset", "-c", f"{SERVER_CPU},{CLIENT_CPU}", *SHUTDOWN,
@@ -761,10 +783,11 @@ def run_shutdown(quick, tmpdir):
     if done.returncode != 0:
         raise BenchError(f"shutdown_latency.py failed:\n{done.stderr}")
     with open(out) as f:
-        return json.load(f)
+        result: dict[str, Any] = json.load(f)
+    return result
 
 
-def print_shutdown(result):
+def print_shutdown(result: dict[str, Any]) -> None:
     std, fast = result["stdlib"]["median_ms"], result["fastserver"]["median_ms"]
     print(f"{'shutdown':<22}{'stdlib':<12}median {std:8.3f} ms  "
           f"(p90 {result['stdlib']['p90_ms']:.3f} ms)")
@@ -782,29 +805,31 @@ class Progress:
     ``callback(done, total, label)``; ``label`` is None once all are done.
     A run redone because the machine was busy is not counted again."""
 
-    def __init__(self, names, runs, callback=None, impls_of=lambda name: IMPLS):
+    def __init__(self, names: Iterable[str], runs: int, callback: ProgressCallback | None = None,
+                 impls_of: Callable[[str], Sequence[str]] = lambda name: IMPLS) -> None:
         self.total = sum(1 if name == SHUTDOWN_ROW else len(impls_of(name)) * runs
                          for name in names)
         self.done = 0
         self.callback = callback
 
-    def step(self, label):
+    def step(self, label: str) -> None:
         """A measurement starts (and the one before it, if any, is done)."""
         if self.callback:
             self.callback(self.done, self.total, label)
         self.done += 1
 
-    def finish(self):
+    def finish(self) -> None:
         if self.callback:
             self.callback(self.total, self.total, None)
 
 
 # ---- main -------------------------------------------------------------------
 
-def calibrate_work(args, attempts=3):
+def calibrate_work(args: argparse.Namespace, attempts: int = 3) -> tuple[int, list[int]]:
     """The burn() loop count for --cpu-work-us, measured once for the whole
     bench by servers.py --calibrate-us on the server's CPU, so that every
-    server of the bench, stdlib and fastserver, does the same work per line.
+    server of the bench, stdlib and fastserver, does the same work per line;
+    and the count each calibration found (none with --cpu-work-iterations).
 
     Each of ``attempts`` calibrations waits for quiet first and takes about
     a second; the largest count wins: a disturbed calibration only ever
@@ -812,7 +837,7 @@ def calibrate_work(args, attempts=3):
     ran in a slow second of a drifting machine once gave 0.6 of the count.
     """
     if args.cpu_work_iterations:
-        return args.cpu_work_iterations
+        return args.cpu_work_iterations, []
     counts = []
     for _ in range(attempts):
         if args.quiet_wait:
@@ -823,11 +848,10 @@ def calibrate_work(args, attempts=3):
         if done.returncode != 0:
             raise BenchError(f"calibrating the CPU-bound work failed:\n{done.stderr}")
         counts.append(int(done.stdout.split()[-1]))
-    args.calibrations = counts
-    return max(counts)
+    return max(counts), counts
 
 
-def pick_cpus():
+def pick_cpus() -> None:
     """Server and client CPUs: the first two this process may run on."""
     global SERVER_CPU, CLIENT_CPU
     allowed = sorted(os.sched_getaffinity(0))
@@ -838,13 +862,13 @@ def pick_cpus():
     SERVER_CPU, CLIENT_CPU = str(allowed[0]), str(allowed[1])
 
 
-def check_platform():
+def check_platform() -> None:
     if not (hasattr(os, "sched_setaffinity") and os.path.exists("/proc/stat")):
         raise BenchError("the bench runs on Linux only: it pins its processes to CPUs "
                          "and reads their CPU time from /proc")
 
 
-def check_environment(names, reference):
+def check_environment(names: list[str], reference: bool) -> list[str]:
     """The workloads that can run here (http needs wrk), once taskset is
     found and the C programs they need are built."""
     if shutil.which("taskset") is None:
@@ -860,13 +884,13 @@ def check_environment(names, reference):
     return names
 
 
-def source_state():
+def source_state() -> dict[str, Any]:
     """The commit of the checkout fastserver was imported from, and whether
     its src/ differs from it; None for both outside a checkout (an installed
     wheel) or without git."""
     source = os.path.dirname(os.path.dirname(os.path.abspath(fastserver.__file__)))
 
-    def git(*cmd):
+    def git(*cmd: str) -> str | None:
         try:
             done = subprocess.run(["git", "-C", source, *cmd], capture_output=True, text=True)
         except OSError:
@@ -879,13 +903,13 @@ def source_state():
             "fastserver_file": fastserver.__file__}
 
 
-def gil_enabled():
+def gil_enabled() -> bool:
     """False on a free-threaded build running without the GIL (3.13t)."""
     is_enabled = getattr(sys, "_is_gil_enabled", None)
-    return True if is_enabled is None else is_enabled()
+    return True if is_enabled is None else bool(is_enabled())
 
 
-def metadata(args):
+def metadata(args: argparse.Namespace) -> dict[str, Any]:
     return {**source_state(),
             "python": sys.version.split()[0], "core": fastserver.CORE_IMPLEMENTATION,
             "gil_enabled": gil_enabled(),
@@ -895,18 +919,19 @@ def metadata(args):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fastserver.bench.run`` and ``python bench/run.py``."""
     return run_suite(options.parse_args(argv, description=__doc__.splitlines()[0]))[0]
 
 
-def run_suite(args, progress=None):
+def run_suite(args: argparse.Namespace,
+              progress: ProgressCallback | None = None) -> tuple[int, Report]:
     """The whole bench, for options.py's completed ``args``: returns (exit
     status, report).  The report is what --json writes, whatever was
     measured before a failure included; a failure is reported on stderr as
     ``PROG: error: ...``, as argparse reports a usage error.  ``progress``
     is a Progress callback."""
-    report = {"meta": {}, "summary": [], "runs": []}
+    report: Report = {"meta": {}, "summary": [], "runs": []}
     args.work_iterations = 0  # the CPU-bound rows' loop count, if they run
     # SIGTERM unwinds like Ctrl-C, so the finally clauses stop the server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -916,8 +941,9 @@ def run_suite(args, progress=None):
         # Keep this process, which wakes at the window's edges, off the server's core.
         os.sched_setaffinity(0, {int(CLIENT_CPU)})
         names = check_environment(args.names, args.reference)
+        calibrations: list[int] = []
         if any(WORKLOADS[n].work for n in names if n in WORKLOADS):
-            args.work_iterations = calibrate_work(args)
+            args.work_iterations, calibrations = calibrate_work(args)
         meta = report["meta"] = metadata(args)
         free_threaded = "" if meta["gil_enabled"] else " (free-threaded, GIL off)"
         print(f"fastserver bench: core={meta['core']}, python {meta['python']}{free_threaded}, "
@@ -930,7 +956,7 @@ def run_suite(args, progress=None):
         if args.work_iterations:
             meta["cpu_work_iterations"] = args.work_iterations
             meta["cpu_work_us"] = None if args.cpu_work_iterations else args.cpu_work_us
-            meta["cpu_work_calibrations"] = getattr(args, "calibrations", [])
+            meta["cpu_work_calibrations"] = calibrations
             how = ("as given" if args.cpu_work_iterations
                    else f"calibrated to ~{args.cpu_work_us:.0f} us of CPU")
             print(f"CPU-bound rows: burn({args.work_iterations}) per line ({how}); "

@@ -53,6 +53,8 @@ Workloads:
                   other's round trips show how long a trivial request
                   waits for it
 """
+from __future__ import annotations
+
 import argparse
 import http.server
 import os
@@ -62,8 +64,15 @@ import socketserver
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
 
 import fastserver
+
+#: What a workload gives: the server class and the handler class, both
+#: made from the module measured (so typed Any: socketserver's or fastserver's).
+ServerAndHandler = tuple[Any, Any]
 
 BODY = b"Hello, world!"
 #: convoy: lines at least this long get the work, shorter ones none.
@@ -78,7 +87,7 @@ BUSY_UNITS = 20
 work_iterations = 0
 
 
-def burn(iterations):
+def burn(iterations: int) -> int:
     """Deterministic pure-Python work: a loop of integer arithmetic that
     makes no call and takes no lock, so on a GIL build it holds the GIL
     throughout (but for the interpreter's forced switches), and on a
@@ -89,7 +98,7 @@ def burn(iterations):
     return total
 
 
-def calibrate(work_us, trials=15, spacing=0.05):
+def calibrate(work_us: float, trials: int = 15, spacing: float = 0.05) -> int:
     """The ``burn()`` loop count that costs about ``work_us`` microseconds.
 
     Measured in CPU time of this thread (time.thread_time), not wall time:
@@ -115,49 +124,49 @@ def calibrate(work_us, trials=15, spacing=0.05):
     return max(1, round(work_us * 1e-6 * iterations / best))
 
 
-def _cpu_time(func, arg):
+def _cpu_time(func: Callable[[int], object], arg: int) -> float:
     start = time.thread_time()
     func(arg)
     return time.thread_time() - start
 
 
-def tcp_base(module):
+def tcp_base(module: Any) -> ServerAndHandler:
     class Handler(module.BaseRequestHandler):
-        def handle(self):
+        def handle(self) -> None:
             data = self.request.recv(65536)
             self.request.sendall(data.upper())
 
     return module.TCPServer, Handler
 
 
-def tcp_stream(module):
+def tcp_stream(module: Any) -> ServerAndHandler:
     class Handler(module.StreamRequestHandler):
-        def handle(self):
+        def handle(self) -> None:
             self.wfile.write(self.rfile.readline())
 
     return module.TCPServer, Handler
 
 
-def udp_base(module):
+def udp_base(module: Any) -> ServerAndHandler:
     class Handler(module.BaseRequestHandler):
-        def handle(self):
+        def handle(self) -> None:
             data, sock = self.request
             sock.sendto(data, self.client_address)
 
     return module.UDPServer, Handler
 
 
-def udp_dgram(module):
+def udp_dgram(module: Any) -> ServerAndHandler:
     class Handler(module.DatagramRequestHandler):
-        def handle(self):
+        def handle(self) -> None:
             self.wfile.write(self.rfile.read())
 
     return module.UDPServer, Handler
 
 
-def tcp_persistent(module):
+def tcp_persistent(module: Any) -> ServerAndHandler:
     class Handler(module.StreamRequestHandler):
-        def handle(self):
+        def handle(self) -> None:
             for line in self.rfile:
                 self.wfile.write(line)
 
@@ -185,7 +194,7 @@ class HelloHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(BODY)))
@@ -194,22 +203,22 @@ class HelloHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(BODY)
 
-    def log_message(self, format, *args):
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
-def http_server(module):
+def http_server(module: Any) -> ServerAndHandler:
     """http.server's ThreadingHTTPServer on ``module``, and the handler."""
     return http_classes(module)[1], HelloHandler
 
 
-def http_classes(module):
+def http_classes(module: Any) -> ServerAndHandler:
     """http.server's HTTPServer and ThreadingHTTPServer, on ``module``."""
 
     class HTTPServer(module.TCPServer):
         allow_reuse_address = 1
 
-        def server_bind(self):
+        def server_bind(self) -> None:
             module.TCPServer.server_bind(self)
             host, port = self.server_address[:2]
             self.server_name = socket.getfqdn(host)
@@ -221,7 +230,7 @@ def http_classes(module):
     return HTTPServer, ThreadingHTTPServer
 
 
-def http_sync(module):
+def http_sync(module: Any) -> ServerAndHandler:
     """http.server's HTTPServer, no threads: the handler's own cost per
     request, which the threading row adds a thread's start and end to."""
     return http_classes(module)[0], HelloHandler
@@ -233,13 +242,14 @@ class AsIsHelloHandler(HelloHandler):
     disable_nagle_algorithm = False
 
 
-def http_as_is(module):
+def http_as_is(module: Any) -> ServerAndHandler:
     server_class, _ = http_server(module)
     return server_class, AsIsHelloHandler
 
 
-def http_pool(module):
+def http_pool(module: Any) -> ServerAndHandler:
     """fastserver: ThreadPoolMixIn; the stdlib: ThreadingHTTPServer."""
+    http_server_class: Any
     http_server_class, threading_server = http_classes(module)
     if module is socketserver:
         return threading_server, HelloHandler
@@ -251,14 +261,14 @@ def http_pool(module):
     return ThreadPoolHTTPServer, HelloHandler
 
 
-def echo_after_work(module):
+def echo_after_work(module: Any) -> Any:
     """A StreamRequestHandler that echoes every line after burn()."""
     iterations = work_iterations
     if iterations < 1:
         raise SystemExit("the CPU-bound workloads need --work-iterations N (N >= 1)")
 
     class Handler(module.StreamRequestHandler):
-        def handle(self):
+        def handle(self) -> None:
             for line in self.rfile:
                 burn(iterations)
                 self.wfile.write(line)
@@ -266,7 +276,7 @@ def echo_after_work(module):
     return Handler
 
 
-def threaded_cpu(module):
+def threaded_cpu(module: Any) -> ServerAndHandler:
     """A thread per connection, each line ~1 ms of pure Python: one core's
     worth per thread.  On a GIL build the threads take turns; without the
     GIL they run at once, on as many cores as the server may use."""
@@ -277,7 +287,7 @@ def threaded_cpu(module):
     return Server, echo_after_work(module)
 
 
-def pool_cpu(module):
+def pool_cpu(module: Any) -> ServerAndHandler:
     """threaded_cpu on fastserver's ThreadPoolTCPServer (default max_workers,
     more than the bench's 4 connections, so each connection has a worker);
     the stdlib has no pool: its row is ThreadingTCPServer, as http-pool's."""
@@ -290,14 +300,14 @@ def pool_cpu(module):
     return Server, echo_after_work(module)
 
 
-def convoy(module):
+def convoy(module: Any) -> ServerAndHandler:
     """ThreadingTCPServer; lines of WORK_LINE bytes or more are CPU-bound."""
     iterations = work_iterations * BUSY_UNITS
     if iterations < 1:
         raise SystemExit("the convoy workload needs --work-iterations N (N >= 1)")
 
     class Handler(module.StreamRequestHandler):
-        def handle(self):
+        def handle(self) -> None:
             for line in self.rfile:
                 if len(line) >= WORK_LINE:
                     burn(iterations)
@@ -309,7 +319,7 @@ def convoy(module):
     return Server, Handler
 
 
-WORKLOADS = {
+WORKLOADS: dict[str, Callable[[Any], ServerAndHandler]] = {
     "tcp-base": tcp_base,
     "tcp-stream": tcp_stream,
     "udp-base": udp_base,
@@ -323,10 +333,10 @@ WORKLOADS = {
     "pool-cpu": pool_cpu,
     "convoy": convoy,
 }
-IMPLS = {"stdlib": socketserver, "fastserver": fastserver}
+IMPLS: dict[str, ModuleType] = {"stdlib": socketserver, "fastserver": fastserver}
 
 
-def announce(port, ready_file):
+def announce(port: int, ready_file: str | None) -> None:
     print(f"PORT {port}", flush=True)
     if ready_file:
         tmp = f"{ready_file}.tmp{os.getpid()}"
@@ -335,14 +345,15 @@ def announce(port, ready_file):
         os.replace(tmp, ready_file)
 
 
-def with_backlog(server_class, backlog):
+def with_backlog(server_class: Any, backlog: int) -> Any:
     """``server_class`` with ``request_queue_size = backlog`` (0: unchanged)."""
     if not backlog:
         return server_class
     return type(server_class.__name__, (server_class,), {"request_queue_size": backlog})
 
 
-def serve(server_class, handler, address, ready_file):
+def serve(server_class: Any, handler: Any, address: tuple[str, int],
+          ready_file: str | None) -> int:
     """Serve in a thread; the main thread waits for SIGTERM/SIGINT.
 
     Returns 0, or 1 when serve_forever() died (it then wakes the main thread
@@ -353,7 +364,7 @@ def serve(server_class, handler, address, ready_file):
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     server = server_class(address, handler)
 
-    def loop():
+    def loop() -> None:
         try:
             server.serve_forever()
         finally:  # the traceback, if any, is printed by threading
@@ -373,7 +384,7 @@ def serve(server_class, handler, address, ready_file):
     return 1 if received == signal.SIGUSR1 else 0
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     global work_iterations
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calibrate-us", type=float,

@@ -10,6 +10,8 @@ and times shutdown().  Both run in this one process, alternating.
     python -m fastserver.bench.shutdown_latency [--trials 21] [--poll-interval 0.5]
     python bench/shutdown_latency.py ...       # the same, from a checkout
 """
+from __future__ import annotations
+
 import argparse
 import json
 import random
@@ -18,11 +20,14 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
 
 import fastserver
 
 
-def one_trial(module, poll_interval, rng):
+def one_trial(module: ModuleType, poll_interval: float, rng: random.Random) -> float:
     server = module.TCPServer(("127.0.0.1", 0), module.BaseRequestHandler)
     thread = threading.Thread(target=server.serve_forever, args=(poll_interval,))
     thread.start()
@@ -35,7 +40,7 @@ def one_trial(module, poll_interval, rng):
     return elapsed
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=21)
     parser.add_argument("--poll-interval", type=float, default=0.5)
@@ -43,12 +48,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     rng = random.Random(1)
-    samples = {"stdlib": [], "fastserver": []}
+    samples: dict[str, list[float]] = {"stdlib": [], "fastserver": []}
     for _ in range(args.trials):
         samples["stdlib"].append(one_trial(socketserver, args.poll_interval, rng))
         samples["fastserver"].append(one_trial(fastserver, args.poll_interval, rng))
 
-    result = {
+    result: dict[str, Any] = {
         "poll_interval": args.poll_interval,
         "trials": args.trials,
         "core": fastserver.CORE_IMPLEMENTATION,
