@@ -42,11 +42,10 @@ of the bench gets the same count; --cpu-work-iterations N fixes it instead.
 The JSON lists each server thread's CPU over the window
 (server_thread_cpu_pct), busiest first.
 
-    python -m fastserver bench [--plot FILE.png] [--quick] [--runs 3] [--duration 3] [--warmup 1]
-                        [--workloads tcp-base,udp-base,...] [--json out.json]
-                        [--backlog 64] [--quiet-wait 20] [--retries 2]
-                        [--no-reference] [--cpu-work-us 1000]
-                        [--cpu-work-iterations N]
+    python -m fastserver bench [--plot FILE.png] [--quick] [--runs 3]
+        [--duration 3] [--warmup 1] [--workloads tcp-base,udp-base,...]
+        [--json out.json] [--backlog 64] [--quiet-wait 20] [--retries 2]
+        [--no-reference] [--cpu-work-us 1000] [--cpu-work-iterations N]
 
 ``--quick`` is one run each of 1 s: a smoke test
 (``python -m fastserver bench --quick --workloads tcp-base,udp-base`` takes
