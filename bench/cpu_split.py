@@ -14,13 +14,11 @@ measured directly: the kernel's work for the workload and nothing else.
 """
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run
+from fastserver.bench import options, run
 
 
 def cpu_times(pid):
@@ -31,10 +29,10 @@ def cpu_times(pid):
 
 
 def measure(impl, name, duration, tmpdir):
-    spec = run.WORKLOADS[name]
+    spec = options.WORKLOADS[name]
     server = run.Server(impl, spec.server, tmpdir, backlog=64)
     try:
-        cmd = ["taskset", "-c", run.CLIENT_CPU, run.LOADGEN, "--mode", spec.mode,
+        cmd = ["taskset", "-c", run.CLIENT_CPU, run.loadgen(), "--mode", spec.mode,
                "--addr", f"127.0.0.1:{server.port}", "--size", str(spec.size),
                "--concurrency", str(spec.concurrency), "--duration", str(duration),
                "--warmup", "1", "--deadline", str(duration + 20)]
@@ -62,13 +60,13 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
     run.pick_cpus()
-    run.build_loadgen()
-    run.build_refserver()
+    run.loadgen()
+    run.refserver()
     print(f"{'workload':<16}{'impl':<12}{'user us/op':>11}{'kernel us/op':>13}{'kernel %':>9}")
     with tempfile.TemporaryDirectory() as tmpdir:
         for name in args.workloads.split(","):
             impls = run.IMPLS
-            if run.WORKLOADS[name].server in run.REFERENCE_SERVERS:
+            if options.WORKLOADS[name].server in run.REFERENCE_SERVERS:
                 impls += (run.REFERENCE,)
             for impl in impls:
                 samples = sorted(

@@ -4,7 +4,7 @@ Wall time drifts with machine load and these machines have no hardware
 counters; valgrind's instruction counts do not drift.  For each workload and
 implementation this runs bench/servers.py under ``valgrind --tool=callgrind``
 twice, once serving no requests and once serving ``--ops`` requests driven
-by bench/.build/loadgen, and reports (Ir(ops) - Ir(0)) / ops: the server's
+by the bench's load generator, and reports (Ir(ops) - Ir(0)) / ops: the server's
 instructions per request, start-up and shutdown excluded.  Use it to tune a
 hot path; quote bench/run.py for speed.
 
@@ -21,8 +21,8 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-LOADGEN = os.path.join(HERE, ".build", "loadgen")
+from fastserver.bench import c_programs, run
+
 MODES = {  # workload -> loadgen arguments
     "tcp-base": ["--mode", "tcp-conn", "--size", "6", "--concurrency", "1"],
     "tcp-stream": ["--mode", "tcp-conn", "--size", "6", "--concurrency", "1"],
@@ -32,13 +32,13 @@ MODES = {  # workload -> loadgen arguments
 }
 
 
-def run_server(impl, workload, ops, out_file):
+def run_server(loadgen, impl, workload, ops, out_file):
     """Start the server under callgrind, drive ``ops`` requests, stop it;
     return the total instruction count."""
     ready = out_file + ".port"
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
-         sys.executable, os.path.join(HERE, "servers.py"), "--impl", impl,
+         *run.SERVERS, "--impl", impl,
          "--workload", workload, "--ready-file", ready, "--backlog", "64"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
@@ -52,7 +52,7 @@ def run_server(impl, workload, ops, out_file):
             port = ready_file.read().strip()
         if ops:
             subprocess.run(
-                [LOADGEN, *MODES[workload], "--addr", f"127.0.0.1:{port}", "--ops", str(ops),
+                [loadgen, *MODES[workload], "--addr", f"127.0.0.1:{port}", "--ops", str(ops),
                  "--warmup", "0", "--timeout-ms", "5000", "--deadline", "600"],
                 check=True, stdout=subprocess.DEVNULL, timeout=900,
             )
@@ -75,8 +75,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed (apt-get install valgrind)")
-    if not os.path.exists(LOADGEN):
-        sys.exit("build the load generator first: python bench/run.py --quick")
+    try:
+        loadgen = c_programs.build(c_programs.LOADGEN)
+    except c_programs.BuildError as exc:
+        sys.exit(str(exc))
     workdir = args.keep or tempfile.mkdtemp(prefix="fastserver-callgrind-")
     os.makedirs(workdir, exist_ok=True)
     print(f"instructions per request (callgrind), {args.ops} requests, "
@@ -86,8 +88,8 @@ def main(argv=None):
         per_op = {}
         for impl in ("stdlib", "fastserver"):
             base = os.path.join(workdir, f"{workload}-{impl}")
-            idle = run_server(impl, workload, 0, base + ".idle.out")
-            busy = run_server(impl, workload, args.ops, base + ".out")
+            idle = run_server(loadgen, impl, workload, 0, base + ".idle.out")
+            busy = run_server(loadgen, impl, workload, args.ops, base + ".out")
             per_op[impl] = (busy - idle) / args.ops
         ratio = per_op["fastserver"] / per_op["stdlib"]
         print(f"{workload:<16}{per_op['stdlib']:>12,.0f}{per_op['fastserver']:>12,.0f}{ratio:>8.2f}",

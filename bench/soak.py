@@ -3,9 +3,9 @@ suite but must hold before a release.
 
 1. **1,000,000 requests per flavour.**  Each server flavour (sync,
    threading, forking, thread pool, multi-core workers) serves in a child
-   process of its own; bench/loadgen.c (a C client, built here) sends the
-   requests -- one TCP connection per request, a 64-byte line echoed --
-   in rounds of 100,000.  After a warm-up and after every round the
+   process of its own; the bench's loadgen.c (a C client, built on first
+   use) sends the requests -- one TCP connection per request, a 64-byte
+   line echoed -- in rounds of 100,000.  After a warm-up and after every round the
    server's process is measured: fds, threads, child processes (and the
    workers' fds and RSS), RSS, objects the garbage collector tracks.  It
    passes when every request was answered and, at the end, fds, threads
@@ -43,11 +43,9 @@ import time
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 sys.path.insert(0, os.path.join(REPO, "tests"))
-sys.path.insert(0, BENCH)
-
-import run as bench_run  # noqa: E402  (bench/run.py: builds the load generator)
 
 import fastserver  # noqa: E402
+from fastserver.bench import run as bench_run  # noqa: E402  (builds the load generator)
 
 import hostile_util as hu  # noqa: E402
 from util import short_tmpdir  # noqa: E402
@@ -63,9 +61,8 @@ VARIANTS = {"c": "c-epoll", "py": "py"}
 
 def drive(address, requests, concurrency=8):
     """``requests`` TCP connection-per-request echoes; loadgen's report."""
-    bench_run.build_loadgen()
     run = subprocess.run(
-        [bench_run.LOADGEN, "--mode", "tcp-conn", "--addr", "%s:%d" % tuple(address),
+        [bench_run.loadgen(), "--mode", "tcp-conn", "--addr", "%s:%d" % tuple(address),
          "--ops", str(requests), "--warmup", "0", "--size", str(LINE_SIZE),
          "--concurrency", str(concurrency), "--deadline", "7200"],
         capture_output=True, text=True,

@@ -10,7 +10,7 @@ one process is held back by its GIL, whatever its threads.  The rows:
 
 (ThreadingMixIn inside the workers because the load is persistent
 connections: a worker without threads would serve one connection until it
-closes.)  The load is bench/loadgen.c in tcp-rr mode: --connections
+closes.)  The load is the bench's loadgen.c in tcp-rr mode: --connections
 persistent connections, each sending a 64-byte line and waiting for its
 echo.  Rows alternate, --runs times each; the table gives medians.
 
@@ -35,17 +35,14 @@ import tempfile
 import threading
 import time
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def bench_run():
-    """bench/run.py (the load generator's build, CPU accounting), imported
-    by the driver only: it imports fastserver, which the stdlib's server
-    process has no business loading."""
-    if BENCH not in sys.path:
-        sys.path.insert(0, BENCH)
-    import run
+    """The bench's run.py (the load generator's build, CPU accounting),
+    imported by the driver only: it imports fastserver, which the stdlib's
+    server process has no business loading."""
+    from fastserver.bench import run
 
     return run
 
@@ -218,7 +215,7 @@ class Server:
 
 def run_loadgen(server, args):
     """One loadgen run; the server tree's CPU sampled at the window's edges."""
-    cmd = [bench_run().LOADGEN, "--mode", "tcp-rr", "--addr", f"127.0.0.1:{server.port}",
+    cmd = [bench_run().loadgen(), "--mode", "tcp-rr", "--addr", f"127.0.0.1:{server.port}",
            "--size", "64", "--concurrency", str(args.connections),
            "--duration", str(args.duration), "--warmup", str(args.warmup),
            "--deadline", str(args.warmup + args.duration + 15)]
@@ -357,7 +354,7 @@ def main(argv=None):
 
     run = bench_run()
     try:
-        run.build_loadgen()
+        run.loadgen()
     except run.BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1

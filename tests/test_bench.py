@@ -1,10 +1,10 @@
-"""bench/'s free-threading rows: the CPU-bound and convoy servers
-(bench/servers.py), run.py's workloads, summaries and /proc reading, and
-loadgen's --think-ms.
+"""The bench's free-threading rows: the CPU-bound and convoy servers
+(fastserver/bench/servers.py), run.py's workloads, summaries and /proc
+reading, and loadgen's --think-ms.
 
 Correctness only, and quick: the servers run with a tiny loop count, the
 load generator for a few dozen requests.  What the rows measure is for
-``python bench/run.py --workloads freethreading`` (README, Benchmarks),
+``python -m fastserver bench --workloads freethreading`` (README, Benchmarks),
 never asserted here.
 """
 import json
@@ -20,40 +20,30 @@ import pytest
 
 import fastserver
 from fastserver import cli
+from fastserver.bench import c_programs, options, run, servers
 
 import util
 
+#: The checkout's bench/ (absent when the tests were copied elsewhere to
+#: test an installed wheel): the developers' entry to the same suite.
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 
-pytestmark = pytest.mark.skipif(not (BENCH_DIR / "run.py").is_file(),
-                                reason="no bench/ next to the tests")
-
 MODULES = {"stdlib": socketserver, "fastserver": fastserver}
-
-
-@pytest.fixture(scope="module")
-def servers():
-    return cli.load_module("fastserver_bench_servers", BENCH_DIR / "servers.py")
-
-
-@pytest.fixture(scope="module")
-def run():
-    return cli.load_module("fastserver_bench_run_for_tests", BENCH_DIR / "run.py")
 
 
 @pytest.fixture(scope="module")
 def loadgen(tmp_path_factory):
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if compiler is None or sys.platform != "linux":
-        pytest.skip("bench/loadgen.c needs Linux (epoll) and a C compiler")
+        pytest.skip("loadgen.c needs Linux (epoll) and a C compiler")
     binary = str(tmp_path_factory.mktemp("loadgen") / "loadgen")
     build = subprocess.run([compiler, "-O2", "-std=c99", "-Wall", "-o", binary,
-                            str(BENCH_DIR / "loadgen.c")], capture_output=True, text=True)
+                            str(c_programs.LOADGEN.source)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     return binary
 
 
-def make_server(servers, workload, impl, iterations=50):
+def make_server(workload, impl, iterations=50):
     servers.work_iterations = iterations
     try:
         server_class, handler = servers.WORKLOADS[workload](MODULES[impl])
@@ -62,12 +52,12 @@ def make_server(servers, workload, impl, iterations=50):
     return server_class(("127.0.0.1", 0), handler)
 
 
-# ---- bench/servers.py ---------------------------------------------------------
+# ---- servers.py -----------------------------------------------------------------
 
 @pytest.mark.parametrize("impl", sorted(MODULES))
 @pytest.mark.parametrize("workload", ["threaded-cpu", "pool-cpu", "convoy"])
-def test_cpu_bound_servers_echo_every_line(servers, workload, impl):
-    server = make_server(servers, workload, impl)
+def test_cpu_bound_servers_echo_every_line(workload, impl):
+    server = make_server(workload, impl)
     with util.background_server(server):
         with util.tcp_connect(server.server_address) as sock:
             # For convoy, a short line (echoed at once) and a long one (the work).
@@ -76,9 +66,9 @@ def test_cpu_bound_servers_echo_every_line(servers, workload, impl):
                 assert util.recv_exactly(sock, len(line)) == line
 
 
-def test_pool_cpu_is_a_pool_on_fastserver_only(servers):
-    fast = make_server(servers, "pool-cpu", "fastserver")
-    std = make_server(servers, "pool-cpu", "stdlib")
+def test_pool_cpu_is_a_pool_on_fastserver_only():
+    fast = make_server("pool-cpu", "fastserver")
+    std = make_server("pool-cpu", "stdlib")
     try:
         assert isinstance(fast, fastserver.ThreadPoolMixIn)
         assert fast.max_workers >= 4  # a worker for each of the bench's connections
@@ -89,45 +79,66 @@ def test_pool_cpu_is_a_pool_on_fastserver_only(servers):
 
 
 @pytest.mark.parametrize("workload", ["threaded-cpu", "pool-cpu", "convoy"])
-def test_cpu_bound_servers_need_a_loop_count(servers, workload):
+def test_cpu_bound_servers_need_a_loop_count(workload):
     servers.work_iterations = 0
     with pytest.raises(SystemExit, match="--work-iterations"):
         servers.WORKLOADS[workload](fastserver)
 
 
-def test_burn_is_deterministic_and_calibrate_counts(servers):
+def test_burn_is_deterministic_and_calibrate_counts():
     assert servers.burn(10) == sum(i * i for i in range(10))
     iterations = servers.calibrate(50, trials=3, spacing=0)
     assert isinstance(iterations, int) and iterations >= 1
 
 
-def test_calibrate_from_the_command_line(servers):
-    done = subprocess.run([sys.executable, str(BENCH_DIR / "servers.py"), "--calibrate-us", "50"],
+def test_calibrate_from_the_command_line():
+    done = subprocess.run([*run.SERVERS, "--calibrate-us", "50"],
                           capture_output=True, text=True, timeout=util.TIMEOUT)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) >= 1
 
 
-# ---- bench/run.py ---------------------------------------------------------------
+# ---- options.py -------------------------------------------------------------------
 
-def test_default_workloads_are_unchanged(run):
-    args = run.parse_args([])
-    assert not set(args.names) & set(run.OPTIONAL_WORKLOADS)
+def test_default_workloads_are_unchanged():
+    args = options.parse_args([])
+    assert not set(args.names) & set(options.OPTIONAL_WORKLOADS)
     assert {"tcp-base", "udp-base", "shutdown"} <= set(args.names)
 
 
-def test_free_threading_aliases(run):
-    assert run.parse_args(["--workloads", "cpu"]).names == [
+def test_free_threading_aliases():
+    assert options.parse_args(["--workloads", "cpu"]).names == [
         "threaded-cpu", "threaded-cpu-2cores", "pool-cpu", "pool-cpu-2cores"]
-    names = run.parse_args(["--workloads", "freethreading"]).names
-    assert set(names) == set(run.OPTIONAL_WORKLOADS)
+    names = options.parse_args(["--workloads", "freethreading"]).names
+    assert set(names) == set(options.OPTIONAL_WORKLOADS)
     for name in names:
-        assert run.WORKLOADS[name].work
-    assert run.WORKLOADS["convoy"].busy_size >= 128  # servers.WORK_LINE: the busy lines work
-    assert run.WORKLOADS["convoy"].size < 128          # the probe's do not
+        assert options.WORKLOADS[name].work
+    assert options.WORKLOADS["convoy"].busy_size >= 128  # servers.WORK_LINE: the busy lines work
+    assert options.WORKLOADS["convoy"].size < 128          # the probe's do not
 
 
-def test_server_cpu_list(run):
+def test_quick_sets_the_defaults_it_implies():
+    args = options.parse_args(["--quick"])
+    assert (args.runs, args.duration, args.warmup, args.quiet_wait, args.retries) == (
+        1, 1, 0.5, 0, 0)
+    args = options.parse_args(["--runs", "5", "--retries", "1"])
+    assert (args.runs, args.quiet_wait, args.retries) == (5, 20, 1)
+
+
+def test_options_report_errors_under_their_parser_s_name(capsys):
+    with pytest.raises(SystemExit) as exited:
+        options.parse_args(["--workloads", "tcp-base,nosuch"], prog="some-bench")
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("some-bench: error: argument --workloads: "
+                            "unknown workload 'nosuch'; known: tcp-base, ")
+    assert options.parse_args([], prog="some-bench").prog == "some-bench"
+
+
+# ---- run.py -----------------------------------------------------------------------
+
+
+def test_server_cpu_list():
     assert run.server_cpu_list(1) == run.SERVER_CPU
     assert run.server_cpu_list(2) == f"{run.SERVER_CPU},{run.CLIENT_CPU}"
 
@@ -148,7 +159,7 @@ def fake_runs(name, stdlib, fastserver_row, busy=False):
     return runs
 
 
-def test_scaling_of_one_and_two_cores(run):
+def test_scaling_of_one_and_two_cores():
     summaries = [run.summarize("threaded-cpu", fake_runs("threaded-cpu", row(800), row(900))),
                  run.summarize("threaded-cpu-2cores",
                                fake_runs("threaded-cpu-2cores", row(1600), row(1710)))]
@@ -159,7 +170,7 @@ def test_scaling_of_one_and_two_cores(run):
     assert run.scaling(summaries[:1]) == []
 
 
-def test_convoy_summary_gives_latency_ratios(run, capsys):
+def test_convoy_summary_gives_latency_ratios(capsys):
     summary = run.summarize("convoy", fake_runs("convoy", row(200, p50=4000, p99=9000),
                                                 row(900, p50=40, p99=90), busy=True))
     assert summary["ratio_p50"] == pytest.approx(0.01)
@@ -171,7 +182,7 @@ def test_convoy_summary_gives_latency_ratios(run, capsys):
     assert "p50 0.01, p99 0.01" in out
 
 
-def test_read_proc_reads_it_all(run, tmp_path):
+def test_read_proc_reads_it_all(tmp_path):
     text = "".join(f"line {i}\n" for i in range(20000))  # more than one os.read()
     path = tmp_path / "big"
     path.write_text(text)
@@ -180,7 +191,7 @@ def test_read_proc_reads_it_all(run, tmp_path):
         assert run.read_proc("/proc/self/stat").split()[0] == str(os.getpid())
 
 
-def test_thread_cpu_seconds_lists_this_process(run):
+def test_thread_cpu_seconds_lists_this_process():
     if not os.path.isdir(f"/proc/{os.getpid()}/task"):
         pytest.skip("no /proc")
     times = run.thread_cpu_seconds(os.getpid())
@@ -188,7 +199,92 @@ def test_thread_cpu_seconds_lists_this_process(run):
     assert run.thread_cpu_seconds(-1) == {}
 
 
-# ---- bench/loadgen.c --think-ms ---------------------------------------------------
+# ---- c_programs.py: compiled on first use, into the cache --------------------------
+
+needs_a_compiler = pytest.mark.skipif(not shutil.which(c_programs.compiler_command()[0]),
+                                      reason="needs a C compiler")
+
+
+@pytest.fixture
+def hello(tmp_path, monkeypatch):
+    """A C program of one line, built into a cache of the test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    source = tmp_path / "hello.c"
+    source.write_text("int main(void) { return 0; }\n")
+    return c_programs.CProgram("hello", "the hello program", source)
+
+
+def cached_files(tmp_path):
+    cache = tmp_path / "cache" / "fastserver" / "bench"
+    return sorted(path.name for path in cache.iterdir()) if cache.is_dir() else []
+
+
+@needs_a_compiler
+def test_a_program_is_built_once_into_the_cache(hello, tmp_path):
+    binary = Path(c_programs.build(hello))
+    assert binary.parent == tmp_path / "cache" / "fastserver" / "bench"
+    assert binary.name.startswith("hello-")
+    assert subprocess.run([binary], timeout=util.TIMEOUT).returncode == 0
+    built_at = binary.stat().st_mtime_ns
+    assert c_programs.build(hello) == str(binary)
+    assert binary.stat().st_mtime_ns == built_at  # not compiled again
+    assert cached_files(tmp_path) == [binary.name]  # no temporary file left behind
+
+
+@needs_a_compiler
+def test_a_changed_source_or_compiler_builds_anew(hello, monkeypatch):
+    first = c_programs.build(hello)
+    hello.source.write_text("int main(void) { return 3; }\n")
+    second = c_programs.build(hello)
+    assert second != first
+    assert subprocess.run([second], timeout=util.TIMEOUT).returncode == 3
+    compiler = c_programs.compiler_command()
+    monkeypatch.setenv("CC", " ".join([*compiler, "-DANOTHER_COMPILER"]))
+    assert c_programs.build(hello) not in (first, second)
+
+
+def test_the_cache_follows_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert c_programs.cache_dir() == tmp_path / "xdg" / "fastserver" / "bench"
+    default = tmp_path / "home" / ".cache" / "fastserver" / "bench"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")  # ignored, as the specification says
+    assert c_programs.cache_dir() == default
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert c_programs.cache_dir() == default
+
+
+def test_no_compiler_says_what_is_needed(hello, monkeypatch):
+    monkeypatch.setenv("CC", "no-such-compiler")
+    with pytest.raises(c_programs.BuildError) as failed:
+        c_programs.build(hello)
+    assert str(failed.value) == (
+        "building the hello program needs a C compiler, and 'no-such-compiler' was not "
+        "found: install gcc or clang, or set CC to a C compiler")
+
+
+@pytest.mark.skipif(not shutil.which("false"), reason="no false(1)")
+def test_a_compiler_that_fails_says_what_is_needed(hello, tmp_path, monkeypatch):
+    false = shutil.which("false")
+    monkeypatch.setenv("CC", false)
+    with pytest.raises(c_programs.BuildError) as failed:
+        c_programs.build(hello)
+    assert str(failed.value) == ("building the hello program needs a working C compiler: "
+                                 f"{false} failed on hello.c (exit status 1)")
+    assert cached_files(tmp_path) == []
+
+
+@needs_a_compiler
+def test_compiler_errors_follow_the_line(hello):
+    hello.source.write_text("this is not C\n")
+    with pytest.raises(c_programs.BuildError) as failed:
+        c_programs.build(hello)
+    first, *said = str(failed.value).splitlines()
+    assert first.endswith("failed on hello.c (exit status 1); it said:")
+    assert "hello.c" in "\n".join(said)
+
+
+# ---- loadgen.c --think-ms ---------------------------------------------------------
 
 def test_loadgen_think_time_keeps_the_count(loadgen):
     server = cli.make_echo_server("127.0.0.1", 0)
@@ -215,14 +311,27 @@ def test_loadgen_think_time_is_for_tcp_rr_only(loadgen):
 
 # ---- the rows end to end ------------------------------------------------------------
 
+@pytest.mark.skipif(not (BENCH_DIR / "run.py").is_file(), reason="no bench/ next to the tests")
+def test_the_checkout_s_run_py_is_the_same_suite():
+    """bench/run.py takes the suite's options, and reports their errors
+    under its own name."""
+    done = subprocess.run([sys.executable, str(BENCH_DIR / "run.py"), "--workloads", "nosuch"],
+                          capture_output=True, text=True, timeout=util.TIMEOUT)
+    assert done.returncode == 2
+    assert done.stderr.startswith("usage: run.py [-h] [--quick]")
+    assert "run.py: error: argument --workloads: unknown workload 'nosuch'" in done.stderr
+
+
+@pytest.mark.skipif(not (BENCH_DIR / "run.py").is_file(), reason="no bench/ next to the tests")
 @pytest.mark.skipif(not (shutil.which("taskset") and shutil.which(os.environ.get("CC", "cc"))),
                     reason="the bench needs taskset and a C compiler")
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity")
                     else True, reason="the bench needs two CPUs")
 def test_free_threading_rows_end_to_end(tmp_path):
     """One short run of a 1-core row, its 2-core twin and convoy, on a tiny
-    loop (~8 s): the rows, the scaling line and the convoy line come out,
-    and the JSON has the loop count and each server thread's CPU."""
+    loop (~8 s), through the checkout's bench/run.py: the rows, the scaling
+    line and the convoy line come out, and the JSON has the loop count and
+    each server thread's CPU."""
     report = tmp_path / "report.json"
     done = subprocess.run(
         [sys.executable, str(BENCH_DIR / "run.py"), "--runs", "1", "--duration", "0.5",

@@ -7,6 +7,7 @@ is ended by its pid.  The servers the commands build are also exercised in
 this process, on each core.
 """
 import contextlib
+import errno
 import http.client
 import io
 import os
@@ -19,7 +20,6 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -28,9 +28,6 @@ from fastserver import _engine, cli
 import util
 import variants
 
-#: bench/ of the checkout or sdist the tests come from (absent when the
-#: tests were copied elsewhere to test an installed wheel).
-BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 ADDRESS_LINE = re.compile(r" on (\S+) port (\d+) ")
 #: Runs the CLI with SIGINT raising KeyboardInterrupt, as in a terminal.  A
 #: test runner started as a background job has SIGINT ignored, and a child
@@ -348,6 +345,140 @@ def run_cli(*args, cwd=None):
                           env=variants.child_env("py"))
 
 
+def assert_error_line(done, status, message):
+    """The command failed with ``status``, and its stderr ends with
+    ``message`` on a line of its own, with no traceback; a failure (status
+    1) prints that line only, a usage problem (2) the usage before it."""
+    assert done.returncode == status, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[-1] == message
+    if status == 1:
+        assert len(lines) == 1, done.stderr
+
+
+@pytest.fixture
+def port_in_use(request):
+    """A port on 127.0.0.1 held by a socket of the kind the command needs."""
+    kind = socket.SOCK_DGRAM if request.param == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as holder:
+        holder.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            holder.listen()
+        yield holder.getsockname()[1]
+
+
+BINDING_COMMANDS = {"serve": ["serve"], "echo": ["echo"], "echo --udp": ["echo", "--udp"]}
+
+
+@pytest.mark.parametrize(("command", "port_in_use"),
+                         [("serve", "tcp"), ("echo", "tcp"), ("echo --udp", "udp")],
+                         indirect=["port_in_use"])
+def test_port_in_use_is_one_line(command, port_in_use):
+    done = run_cli(*BINDING_COMMANDS[command], "-b", "127.0.0.1", str(port_in_use))
+    name = command.split()[0]
+    assert_error_line(done, 1, f"python -m fastserver {name}: error: cannot listen on "
+                               f"127.0.0.1:{port_in_use}: address already in use")
+
+
+@pytest.mark.parametrize("command", sorted(BINDING_COMMANDS))
+@pytest.mark.parametrize(("address", "reason"), [
+    ("nosuch.invalid", "cannot resolve the host name ("),
+    ("192.0.2.1", "address not available on this machine"),  # TEST-NET-1: never local
+])
+def test_bad_address_is_one_line(command, address, reason):
+    done = run_cli(*BINDING_COMMANDS[command], "-b", address, "8000")
+    name = command.split()[0]
+    prefix = f"python -m fastserver {name}: error: cannot listen on {address}:8000: "
+    assert_error_line(done, 1, done.stderr.splitlines()[-1])
+    assert done.stderr.startswith(prefix + reason), done.stderr
+
+
+@pytest.mark.parametrize("command", sorted(BINDING_COMMANDS))
+@pytest.mark.parametrize(("port", "reason"), [
+    ("65536", "port must be 0-65535, not 65536"),
+    ("-1", "port must be 0-65535, not -1"),
+    ("http", "not a port number: 'http'"),
+])
+def test_port_out_of_range_is_a_usage_error(command, port, reason):
+    done = run_cli(*BINDING_COMMANDS[command], port)
+    name = command.split()[0]
+    assert_error_line(done, 2, f"python -m fastserver {name}: error: argument port: {reason}")
+    assert done.stderr.startswith(f"usage: python -m fastserver {name} ")
+
+
+@pytest.mark.parametrize(("host", "sockaddr", "error", "message"), [
+    # No -b: the address getaddrinfo() chose.
+    (None, ("::", 8000, 0, 0), errno.EADDRINUSE, "[::]:8000: address already in use"),
+    ("localhost", ("127.0.0.1", 80), errno.EACCES,
+     "localhost:80: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"),
+    ("127.0.0.1", ("127.0.0.1", 9), errno.ENOBUFS, "127.0.0.1:9: no buffer space available"),
+])
+def test_listen_errors_name_the_address_and_the_reason(host, sockaddr, error, message):
+    with pytest.raises(cli.ListenError) as failed:
+        with cli.listen_errors_reported(host, sockaddr):
+            raise OSError(error, os.strerror(error))
+    assert str(failed.value) == "cannot listen on " + message
+    assert failed.value.status == 1
+
+
+def console_script():
+    """The ``fastserver`` script pip installed beside this interpreter, if any."""
+    if os.name != "posix":
+        return None
+    return shutil.which("fastserver", path=os.path.dirname(sys.executable))
+
+
+#: prog, as usage and error lines show it -> the command line that starts it.
+LAUNCHERS = {"python -m fastserver": [sys.executable, "-m", "fastserver"],
+             "fastserver": [console_script()]}
+
+
+@pytest.fixture(params=sorted(LAUNCHERS))
+def launcher(request):
+    """(prog, argv prefix) for each way of starting the command line."""
+    prog = request.param
+    if LAUNCHERS[prog][0] is None:
+        pytest.skip("no fastserver console script beside this interpreter")
+    return prog, LAUNCHERS[prog]
+
+
+def start(launcher, *args):
+    return subprocess.run([*launcher[1], *args], capture_output=True, text=True,
+                          timeout=util.TIMEOUT, env=variants.child_env("py"))
+
+
+@pytest.mark.parametrize(("command", "bad_value", "complaint"), [
+    ("serve", ["70000"], "argument port: port must be 0-65535, not 70000"),
+    ("echo", ["70000"], "argument port: port must be 0-65535, not 70000"),
+    # The suite's own options, parsed by the same parser.
+    ("bench", ["--workloads", "nosuch"], "argument --workloads: unknown workload 'nosuch'; "
+                                         "known: tcp-base, "),
+    ("bench", ["--runs", "many"], "argument --runs: invalid int value: 'many'"),
+])
+def test_prog_in_every_usage_and_error_line(launcher, command, bad_value, complaint):
+    prog = launcher[0]
+    done = start(launcher, command, "--help")
+    assert done.returncode == 0 and done.stdout.startswith(f"usage: {prog} {command} [-h]")
+    done = start(launcher, command, "--no-such-option")
+    assert done.stderr.startswith(f"usage: {prog} {command} [-h]")
+    assert_error_line(done, 2, f"{prog} {command}: error: "
+                               "unrecognized arguments: --no-such-option")
+    done = start(launcher, command, *bad_value)
+    assert done.stderr.startswith(f"usage: {prog} {command} [-h]")
+    error = done.stderr.splitlines()[-1]
+    assert_error_line(done, 2, error)
+    assert error.startswith(f"{prog} {command}: error: {complaint}")
+
+
+def test_prog_at_the_top_level(launcher):
+    prog = launcher[0]
+    done = start(launcher, "--help")
+    assert done.returncode == 0 and done.stdout.startswith(f"usage: {prog} [-h]")
+    done = start(launcher)
+    assert_error_line(done, 2, f"{prog}: error: the following arguments are required: COMMAND")
+
+
 def test_version_and_usage():
     done = run_cli("--version")
     assert done.returncode == 0
@@ -361,30 +492,10 @@ def test_version_and_usage():
 def test_bench_help():
     done = run_cli("bench", "--help")
     assert done.returncode == 0
-    for option in ("--plot", "--bench-dir", "--quick", "--workloads"):
+    for option in ("--plot", "--quick", "--workloads"):
         assert option in done.stdout
 
 
-def test_bench_without_the_suite(tmp_path):
-    done = run_cli("bench", "--bench-dir", str(tmp_path), cwd=tmp_path)
-    assert done.returncode == 2
-    assert "bench/run.py not found" in done.stderr
-    assert "Traceback" not in done.stderr
-
-
-def test_find_bench_dir_in_an_installed_wheel(tmp_path, monkeypatch):
-    """A wheel has no bench/: the error says where it looked and what to do."""
-    site_packages = tmp_path / "site-packages"
-    monkeypatch.setattr(cli, "__file__", str(site_packages / "fastserver" / "cli.py"))
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(cli.CommandError, match="not part of the installed package"):
-        cli.find_bench_dir()
-    (tmp_path / "bench").mkdir()
-    (tmp_path / "bench" / "run.py").write_text("")
-    assert cli.find_bench_dir() == tmp_path / "bench"  # the current directory's
-
-
-@pytest.mark.skipif(not (BENCH_DIR / "run.py").is_file(), reason="no bench/ next to the tests")
 def test_bench_plot_needs_matplotlib():
     try:
         import matplotlib  # noqa: F401
@@ -392,16 +503,15 @@ def test_bench_plot_needs_matplotlib():
         pass
     else:
         pytest.skip("matplotlib is installed")
-    done = run_cli("bench", "--plot", "chart.png", "--bench-dir", str(BENCH_DIR))
+    done = run_cli("bench", "--plot", "chart.png")
     assert done.returncode == 2
     assert "pip install 'fastserver[plot]'" in done.stderr
     assert "fastserver bench:" not in done.stdout  # failed before measuring anything
 
 
-@pytest.mark.skipif(not (BENCH_DIR / "plot.py").is_file(), reason="no bench/ next to the tests")
 def test_plot_draws_a_report(tmp_path):
     pytest.importorskip("matplotlib")
-    plot = cli.load_module("fastserver_bench_plot", BENCH_DIR / "plot.py")
+    from fastserver.bench import plot
 
     def row(us_per_op, ops):
         return {"server_us_per_op": us_per_op, "ops_per_sec": ops}
@@ -419,29 +529,67 @@ def test_plot_draws_a_report(tmp_path):
     assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
-@pytest.mark.skipif(not (BENCH_DIR / "run.py").is_file(), reason="no bench/ next to the tests")
-@pytest.mark.skipif(not (shutil.which("taskset") and shutil.which(os.environ.get("CC", "cc"))),
-                    reason="the bench needs taskset and a C compiler")
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity")
-                    else True, reason="the bench needs two CPUs")
-def test_bench_quick_single_workload(tmp_path):
-    """One short UDP run per implementation and the C reference (~7 s): the
-    suite runs through the CLI, with the progress lines on stderr and the
-    table on stdout."""
+needs_taskset = pytest.mark.skipif(
+    not shutil.which("taskset"), reason="the bench needs Linux and taskset")
+needs_a_compiler = pytest.mark.skipif(
+    not shutil.which(os.environ.get("CC", "cc")), reason="the bench needs a C compiler")
+needs_two_cpus = pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity") else True,
+    reason="the bench needs two CPUs")
+
+
+def bench_env(tmp_path, **settings):
+    """The child's environment for a bench: its C programs are built into a
+    cache of the test's own (XDG_CACHE_HOME), never the user's."""
+    env = variants.child_env(variants.default_variant())
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    env.update(settings)
+    return env
+
+
+@needs_taskset
+@needs_a_compiler
+@needs_two_cpus
+def test_bench_quick_from_outside_the_checkout(tmp_path):
+    """One short TCP run per implementation and the C reference (~7 s), from
+    a directory with no bench/ in it: the suite, its C sources included,
+    comes from the installed package, and the C programs are compiled into
+    the cache.  The progress lines go to stderr and the table to stdout."""
     report = tmp_path / "report.json"
     done = subprocess.run(
-        [sys.executable, "-m", "fastserver", "bench", "--bench-dir", str(BENCH_DIR),
-         "--quick", "--workloads", "udp-base", "--json", str(report)],
-        capture_output=True, text=True, timeout=120,
-        env=variants.child_env(variants.default_variant()))
+        [sys.executable, "-m", "fastserver", "bench",
+         "--quick", "--workloads", "tcp-base", "--json", str(report)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=bench_env(tmp_path))
     assert done.returncode == 0, done.stderr
     rows = [line.split()[:2] for line in done.stdout.splitlines()
-            if line.startswith("udp-base")]
-    assert rows == [["udp-base", "stdlib"], ["udp-base", "fastserver"],
-                    ["udp-base", "c-reference"]]  # bench/refserver.c
-    assert "0/3 udp-base: stdlib, run 1 of 1" in done.stderr
+            if line.startswith("tcp-base")]
+    assert rows == [["tcp-base", "stdlib"], ["tcp-base", "fastserver"],
+                    ["tcp-base", "c-reference"]]  # refserver.c
+    assert "0/3 tcp-base: stdlib, run 1 of 1" in done.stderr
     assert "] 3/3" in done.stderr
     assert report.exists()
+    built = sorted(path.name.split("-")[0] for path in (tmp_path / "cache" / "fastserver"
+                                                        / "bench").iterdir())
+    assert built == ["loadgen", "refserver"]
+
+
+@needs_taskset
+@pytest.mark.parametrize("compiler", ["false", "no-such-compiler"])
+def test_bench_without_a_compiler_says_what_it_needs(launcher, tmp_path, compiler):
+    """One line, before anything is measured: the C load generator needs a
+    (working) C compiler."""
+    prog = launcher[0]
+    if compiler == "false":
+        compiler = shutil.which("false")
+        reason = f"needs a working C compiler: {compiler} failed on loadgen.c (exit status 1)"
+    else:
+        reason = (f"needs a C compiler, and {compiler!r} was not found: install gcc or "
+                  "clang, or set CC to a C compiler")
+    done = subprocess.run([*launcher[1], "bench", "--quick", "--workloads", "tcp-base"],
+                          capture_output=True, text=True, timeout=util.TIMEOUT, cwd=tmp_path,
+                          env=bench_env(tmp_path, CC=compiler))
+    assert_error_line(done, 1, f"{prog} bench: error: building the load generator {reason}")
+    assert "fastserver bench:" not in done.stdout
 
 
 # ---------------------------------------------------------------------------

@@ -37,8 +37,12 @@ LAYERS = [
     # the API: socketserver's classes
     ["mixins", "servers", "handlers"],
     # the extras
-    ["pool", "green", "workers.exits", "workers.listeners", "workers.supervisor", "workers.mixin",
-     "workers", "cli", "__init__", "__main__"],
+    ["pool", "green", "workers.exits", "workers.listeners", "workers.supervisor",
+     "workers.mixin", "workers", "__init__"],
+    # the benchmark suite, a user of the public package (``import fastserver``),
+    # and the command line that runs it
+    ["bench", "bench.options", "bench.c_programs", "bench.plot", "bench.servers",
+     "bench.shutdown_latency", "bench.run", "cli", "__main__"],
 ]
 ORDER = [name for layer in LAYERS for name in layer]
 
@@ -119,6 +123,8 @@ def imports_of(module):
         for target in targets:
             if target.startswith("fastserver."):
                 target = target[len("fastserver."):]
+            elif target in ("fastserver", ""):  # the package itself: its __init__
+                target = "__init__"
             found.append((target, runtime))
     known = set(package_modules())
     return [(target, runtime) for target, runtime in found if target in known]
@@ -151,6 +157,15 @@ needs_source = pytest.mark.skipif(
     not os.path.exists(os.path.join(SOURCE_DIR, "_core.pyx")),
     reason="the compiled core's sources are not beside the package (installed from a wheel)",
 )
+
+
+def test_the_package_does_not_load_the_bench():
+    """The benchmark suite sits on top: importing fastserver, or any module
+    of the core and the API, never loads it."""
+    code = ("import sys, fastserver, fastserver.workers, fastserver.pool\n"
+            "print(sorted(m for m in sys.modules if m.startswith('fastserver.bench')))\n")
+    result = _run_isolated(code)
+    assert result.returncode == 0 and result.stdout == "[]\n", result.stderr
 
 
 def test_every_module_is_placed_in_the_stack():

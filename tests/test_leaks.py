@@ -2,7 +2,7 @@
 about 10,000 requests through each server flavour, over TCP, Unix stream
 sockets and UDP, on the compiled core and on the twin.
 
-The client is bench/loadgen.c (built here with the system C compiler): a
+The client is the bench's loadgen.c (built here with the system C compiler): a
 Python client would share the server's GIL and measure itself.  After a
 warm-up, the server's process is measured (fds, threads, child processes,
 RSS, objects the garbage collector tracks), the requests run, and it is
@@ -19,13 +19,14 @@ import time
 
 import pytest
 
+from fastserver.bench import c_programs
+
 from hostile_util import FLAVOURS, FORK_WARNING_FILTER, BatteryServer, Reports
 from util import TIMEOUT, short_tmpdir
 
 pytestmark = pytest.mark.filterwarnings(FORK_WARNING_FILTER)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOADGEN_SOURCE = os.path.join(REPO, "bench", "loadgen.c")
+LOADGEN_SOURCE = str(c_programs.LOADGEN.source)
 
 #: Requests per transport, after WARMUP: ~10,000 per flavour (forking,
 #: one process per request, gets fewer).
@@ -48,7 +49,7 @@ OBJECT_SLACK = 200
 def loadgen(tmp_path_factory):
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if compiler is None:
-        pytest.skip("bench/loadgen.c needs a C compiler")
+        pytest.skip("loadgen.c needs a C compiler")
     binary = str(tmp_path_factory.mktemp("loadgen") / "loadgen")
     build = subprocess.run([compiler, "-O2", "-std=c99", "-o", binary, LOADGEN_SOURCE],
                            capture_output=True, text=True)

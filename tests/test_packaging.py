@@ -38,6 +38,9 @@ CORE_STUB = "_core.pyi"
 #: package.  An editable install imports that directory; wheels leave it out.
 SOURCE_TREE_BUILD_INPUTS = {"_core.pxd"}
 LICENSE_EXPRESSION = "MIT AND PSF-2.0"
+#: C sources that are package data: the bench compiles them on the user's
+#: machine (fastserver/bench/c_programs.py).
+BENCH_C_SOURCES = {"fastserver/bench/loadgen.c", "fastserver/bench/refserver.c"}
 
 
 def installed_distribution():
@@ -180,10 +183,10 @@ def test_sdist_carries_the_core_sources_and_no_generated_c(sdist):
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     for required in ("src/_core.pyx", "src/fastserver/_core.pxd", "src/fastserver/_core.pyi",
-                     "src/includes/epoll.pxd", "src/includes/compat.h", "src/core/loop.pxi",
-                     "LICENSE", "setup.py", "pyproject.toml", "tests/conftest.py",
-                     "tests/util.py", "tests/variants.py", "bench/run.py", "bench/plot.py",
-                     "bench/loadgen.c"):
+                     "src/includes/epoll.pxd", "src/includes/compat.h",
+                     "src/includes/greenlet.h", "src/core/loop.pxi", "LICENSE", "setup.py",
+                     "pyproject.toml", "tests/conftest.py", "tests/util.py", "tests/variants.py",
+                     "bench/run.py", "bench/plot.py", "src/fastserver/bench/loadgen.c"):
         assert required in names
     assert "src/_core.c" not in names
     assert not [name for name in names if name.endswith((".so", ".pyd", ".pyc"))]
@@ -198,7 +201,9 @@ def test_wheel_built_from_the_sdist(sdist_tree, tmp_path):
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA")))
     assert core_extensions(names), names
     assert "fastserver/" + CORE_STUB in names
-    assert not [n for n in names if n.endswith(BUILD_ONLY_SUFFIXES)], names
+    assert set(names) >= BENCH_C_SOURCES
+    assert not [n for n in names if n.endswith(BUILD_ONLY_SUFFIXES)
+                and n not in BENCH_C_SOURCES], names
     # pyproject.toml lists the packages by name: a subpackage missing there
     # is missing here, without a word from the build.
     package_dir = SOURCE_TREE / "src" / "fastserver"

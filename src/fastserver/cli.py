@@ -2,20 +2,20 @@
 
     python -m fastserver serve [port] [-b ADDRESS] [-d DIRECTORY] [-p VERSION]
     python -m fastserver echo [port] [-b ADDRESS] [--udp]
-    python -m fastserver bench [--plot FILE.png] [--bench-dir DIR] [bench/run.py options]
+    python -m fastserver bench [--plot FILE.png] [--quick] [--workloads LIST] ...
 
 ``serve`` is ``python -m http.server`` (same options, same handler, same
 request log, dual-stack the same way) on a fastserver thread-pool server.
 ``serve`` and ``echo`` stop cleanly on Ctrl-C and on SIGTERM: exit status
-0, no traceback.  ``bench`` runs the repository's ``bench/run.py``, which a
-checkout has and an installed wheel does not.
+0, no traceback.  ``bench`` runs the benchmark suite, which ships in the
+package (fastserver.bench).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import http.server
-import importlib.util
 import os
 import shutil
 import signal
@@ -23,12 +23,12 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import _engine
 from ._version import __version__
+from .bench import options as bench_options
 from .handlers import DatagramRequestHandler, StreamRequestHandler
 from .pool import ThreadPoolMixIn as ConcurrencyMixIn
 from .servers import TCPServer, UDPServer
@@ -51,7 +51,20 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
 
 
 class CommandError(Exception):
-    """A usage problem: printed without a traceback, exit status 2."""
+    """A problem the command reports in one line, without a traceback.
+
+    ``status`` is the exit status: 2 for a usage problem (an argument the
+    command cannot use, as argparse's own errors), 1 for a command that was
+    used right but failed.
+    """
+
+    status = 2
+
+
+class ListenError(CommandError):
+    """The server could not listen on the address it was given."""
+
+    status = 1
 
 
 # ---------------------------------------------------------------------------
@@ -60,10 +73,45 @@ class CommandError(Exception):
 def best_family(host: str | None, port: int) -> tuple[socket.AddressFamily, Any]:
     """The address family and address to bind, as http.server picks them:
     the first passive address getaddrinfo() gives (host None: all
-    interfaces, IPv6 first where the system has it)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    interfaces, IPv6 first where the system has it).  A host that does not
+    resolve is a ListenError."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(f"cannot listen on {format_address((host, port))}: "
+                          f"cannot resolve the host name ({exc.strerror})") from None
     family, _, _, _, sockaddr = infos[0]
     return family, sockaddr
+
+
+#: Why bind() or listen() failed, in the words a user needs; other errors
+#: keep the system's own.
+LISTEN_FAILURES = {
+    errno.EADDRINUSE: "address already in use",
+    errno.EADDRNOTAVAIL: "address not available on this machine",
+    errno.EAFNOSUPPORT: "address family not supported on this machine",
+}
+
+
+@contextlib.contextmanager
+def listen_errors_reported(host: str | None, sockaddr: Any) -> Iterator[None]:
+    """Turn an OSError from binding or listening into a ListenError that
+    names the address (as given, else as resolved) and the reason."""
+    try:
+        yield
+    except OSError as exc:
+        port = sockaddr[1]
+        reason = LISTEN_FAILURES.get(exc.errno or 0) or _lowercase_first(
+            exc.strerror or str(exc))
+        if exc.errno == errno.EACCES and 0 < port < 1024:
+            reason += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        shown = (host, port) if host else sockaddr
+        raise ListenError(f"cannot listen on {format_address(shown)}: {reason}") from None
+
+
+def _lowercase_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
 
 
 class CommandLineServer(ConcurrencyMixIn, TCPServer):
@@ -120,7 +168,8 @@ def make_http_server(host: str | None, port: int, directory: str | os.PathLike[s
             super().__init__(request, client_address, server, directory=root)
 
     family, address = best_family(host, port)
-    return HTTPServer(address, FileHandler, family)
+    with listen_errors_reported(host, address):
+        return HTTPServer(address, FileHandler, family)
 
 
 class LineEchoHandler(StreamRequestHandler):
@@ -153,9 +202,10 @@ class EchoUDPServer(CommandLineServer, UDPServer):
 
 def make_echo_server(host: str | None, port: int, udp: bool = False) -> CommandLineServer:
     family, address = best_family(host, port)
-    if udp:
-        return EchoUDPServer(address, DatagramEchoHandler, family)
-    return CommandLineServer(address, LineEchoHandler, family)
+    with listen_errors_reported(host, address):
+        if udp:
+            return EchoUDPServer(address, DatagramEchoHandler, family)
+        return CommandLineServer(address, LineEchoHandler, family)
 
 
 # ---------------------------------------------------------------------------
@@ -217,7 +267,10 @@ def log(message: str) -> None:
 
 
 def format_address(address: Any) -> str:
+    """``host:port``, ``[v6 host]:port``; no host (all interfaces): ``*:port``."""
     host, port = address[:2]
+    if not host:
+        host = "*"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -263,58 +316,29 @@ def command_echo(args: argparse.Namespace) -> int:
 
 
 def command_bench(args: argparse.Namespace) -> int:
-    bench_dir = find_bench_dir(args.bench_dir)
-    plotter = None
+    # Imported here, not at the top: serve and echo never load the suite.
+    from .bench import plot, run
+
     if args.plot:
-        plotter = load_module("fastserver_bench_plot", bench_dir / "plot.py")
         try:
-            plotter.require_matplotlib()
-        except plotter.PlotError as exc:
+            plot.require_matplotlib()
+        except plot.PlotError as exc:
             raise CommandError(str(exc)) from None
-    runner = load_module("fastserver_bench_run", bench_dir / "run.py")
     bar = ProgressBar(sys.stderr)
     try:
         with bar.keep_clear_of(sys, "stdout", "stderr"):
-            status, report = runner.run_suite(args.bench_args, progress=bar.update)
+            status, report = run.run_suite(bench_options.complete(args),
+                                           progress=bar.update)
     except KeyboardInterrupt:
         log("bench interrupted")
         return 130
-    if plotter is not None:
+    if args.plot:
         if not (report.get("summary") or report.get("shutdown")):
             log("nothing was measured: no chart drawn")
         else:
-            plotter.draw(report, args.plot)
+            plot.draw(report, args.plot)
             print(f"chart: {args.plot}", flush=True)
     return int(status)
-
-
-def find_bench_dir(explicit: str | None = None) -> Path:
-    """The bench/ directory holding run.py: ``explicit``, else ./bench, else
-    the one next to the package's own source tree (an editable install or a
-    checkout on sys.path)."""
-    if explicit is not None:
-        candidates = [Path(explicit)]
-    else:
-        source_root = Path(__file__).resolve().parent.parent.parent  # src/fastserver/cli.py
-        candidates = [Path.cwd() / "bench", source_root / "bench"]
-    for candidate in candidates:
-        if (candidate / "run.py").is_file():
-            return candidate
-    raise CommandError(
-        "bench/run.py not found (looked in: "
-        + ", ".join(str(c) for c in candidates)
-        + "). The benchmark suite is not part of the installed package: run this "
-        "command from a fastserver checkout or unpacked sdist, or pass --bench-dir.")
-
-
-def load_module(name: str, path: Path) -> ModuleType:
-    """Import a bench/ script as a module."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None or not path.is_file():
-        raise CommandError(f"{path} not found")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class ProgressBar:
@@ -401,11 +425,27 @@ class _ClearingStream:
 # ---------------------------------------------------------------------------
 # Arguments
 # ---------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    # The name it was started by: the `fastserver` script, or python -m.
-    started_as_script = Path(sys.argv[0]).name == "fastserver"
+def port_number(text: str) -> int:
+    """argparse's type for a port: an int from 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {port}")
+    return port
+
+
+#: The command's name in usage and error lines when it runs as the
+#: ``fastserver`` console script; ``python -m fastserver`` passes its own.
+SCRIPT_PROG = "fastserver"
+
+
+def build_parser(prog: str = SCRIPT_PROG) -> argparse.ArgumentParser:
+    """The command line's parser; each subcommand's parser is its args'
+    ``command_parser``, which reports that subcommand's errors."""
     parser = argparse.ArgumentParser(
-        prog="fastserver" if started_as_script else "python -m fastserver",
+        prog=prog,
         description="fastserver's command line: a static-file HTTP server, an echo "
                     "server and the benchmark suite.")
     parser.add_argument("--version", action="version",
@@ -424,9 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve this directory (default: current directory)")
     serve.add_argument("-p", "--protocol", metavar="VERSION", default="HTTP/1.0",
                        help="conform to this HTTP version (default: %(default)s)")
-    serve.add_argument("port", default=8000, type=int, nargs="?",
+    serve.add_argument("port", default=8000, type=port_number, nargs="?",
                        help="bind to this port (default: %(default)s)")
-    serve.set_defaults(run=command_serve)
+    serve.set_defaults(run=command_serve, command_parser=serve)
 
     echo = commands.add_parser(
         "echo", help="a line echo server (TCP, or UDP datagrams) for quick checks",
@@ -436,37 +476,33 @@ def build_parser() -> argparse.ArgumentParser:
                       help="bind to this address (default: %(default)s; an echo "
                            "server on every interface answers anyone)")
     echo.add_argument("--udp", action="store_true", help="echo UDP datagrams")
-    echo.add_argument("port", default=0, type=int, nargs="?",
+    echo.add_argument("port", default=0, type=port_number, nargs="?",
                       help="bind to this port (default: a free port, printed)")
-    echo.set_defaults(run=command_echo)
+    echo.set_defaults(run=command_echo, command_parser=echo)
 
     bench = commands.add_parser(
-        "bench", help="run bench/'s stdlib-vs-fastserver suite (from a checkout)",
-        allow_abbrev=False,  # anything unknown belongs to bench/run.py
-        description="Run the benchmark suite (bench/run.py) with a progress bar "
-                    "and print its table.",
-        epilog="Other options go to bench/run.py: --quick (one 1 s run per "
-               "implementation: a smoke test), --runs N, --duration S, --warmup S, "
-               "--workloads LIST (e.g. tcp-base,udp-base; 'freethreading' for the "
-               "rows that show what a free-threaded build buys), --json FILE, ... "
-               "(python bench/run.py --help lists them all).")
+        "bench", help="run the stdlib-vs-fastserver benchmark suite",
+        description="Run the benchmark suite (fastserver.bench) with a progress bar "
+                    "and print its table.  --quick is a smoke test of a few seconds "
+                    "per workload; the full table takes about 15 minutes.")
     bench.add_argument("--plot", metavar="FILE.png",
                        help="draw fastserver vs the stdlib per workload into this "
                             "file (needs matplotlib: pip install 'fastserver[plot]')")
-    bench.add_argument("--bench-dir", metavar="DIR",
-                       help="the bench/ directory to run (default: ./bench, else the "
-                            "one in fastserver's source tree)")
-    bench.set_defaults(run=command_bench)
+    bench_options.add_arguments(bench)
+    bench.set_defaults(run=command_bench, command_parser=bench)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = SCRIPT_PROG) -> int:
+    """Run the command line (``argv``: sys.argv[1:] by default); the exit
+    status.  ``prog`` is the name usage and error lines give the command:
+    the console script's, or ``python -m fastserver`` from __main__.py."""
+    parser = build_parser(prog)
     args, extra = parser.parse_known_args(argv)
-    if args.command == "bench":
-        args.bench_args = extra  # bench/run.py's own options
-    elif extra:
-        parser.error("unrecognized arguments: " + " ".join(extra))
+    command_parser: argparse.ArgumentParser = args.command_parser
+    if extra:
+        # The subcommand's usage, not the top level's: that is where it went wrong.
+        command_parser.error("unrecognized arguments: " + " ".join(extra))
     # Signal handlers can only be set from the main thread (a caller may
     # run main() elsewhere; then SIGTERM keeps its default action).
     in_main_thread = threading.current_thread() is threading.main_thread()
@@ -475,8 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except CommandError as exc:
-        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"{command_parser.prog}: error: {exc}", file=sys.stderr)
+        return exc.status
     except KeyboardInterrupt:
         print("\nKeyboard interrupt received, exiting.", flush=True)
         return 0

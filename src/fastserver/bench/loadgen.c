@@ -26,8 +26,9 @@
  *             its echo; after --timeout-ms (default 200) it is resent
  *             ("lost" counts resends, "stale" late echoes of resent ones).
  *
- * Build and run (the bench does this itself, into bench/.build/):
- *   cc -O2 -std=c99 -Wall -o bench/.build/loadgen bench/loadgen.c
+ * Build and run (the bench does this itself, on first use, into its cache:
+ * fastserver/bench/c_programs.py):
+ *   cc -O2 -std=c99 -Wall -o loadgen loadgen.c
  *   loadgen --mode tcp-rr --addr 127.0.0.1:8000 --concurrency 50 \
  *           --size 64 --duration 3 --warmup 1
  *   loadgen --mode tcp-conn --addr /tmp/server.sock --ops 10000

@@ -17,11 +17,12 @@
  *                   of bytes).  No threads: the floor for the workload, not
  *                   for ThreadingTCPServer's design.
  *
- * Same command line as bench/servers.py, so bench/run.py starts it the same
+ * Same command line as servers.py beside it, so run.py starts it the same
  * way: it prints "PORT <n>" (and writes <n> to --ready-file, atomically)
- * once listening, serves until SIGTERM or SIGINT and exits 0.
+ * once listening, serves until SIGTERM or SIGINT and exits 0.  The bench
+ * builds it on first use, as the load generator (c_programs.py).
  *
- *   cc -O2 -std=c99 -Wall -o bench/.build/refserver bench/refserver.c
+ *   cc -O2 -std=c99 -Wall -o refserver refserver.c
  *   refserver --workload udp-base --port 0 --ready-file /tmp/port
  */
 #define _GNU_SOURCE
