@@ -422,6 +422,22 @@ def check_green_line_server(transform, example):
     check_line_server(transform, example)
 
 
+def check_green_digest(example):
+    """docs/green.md's green_blocking.py: the digest comes back, computed
+    on a thread, for a line that first sleeps and for one that does not."""
+    import hashlib
+
+    pytest.importorskip("greenlet", reason="green handlers need greenlet")
+    if not variants.core_available("c"):
+        pytest.skip("green handlers need the compiled core")
+    with example.start() as program:
+        address = program.address()
+        for line in (b"wait a moment\n", b"at once\n"):
+            expected = hashlib.scrypt(line, salt=b"s", n=2**14, r=8, p=1).hex().encode() + b"\n"
+            assert line_roundtrip(address, line) == expected
+        program.stop()
+
+
 def check_http_files(example):
     with open(os.path.join(example.directory, "hello.txt"), "wb") as f:
         f.write(b"hello from a file\n")
@@ -597,6 +613,8 @@ CHECKS = {
     "tls_upper.py": functools.partial(check_tls_lines, upper),
     "settings.py": functools.partial(check_output, "16 refuse\n100 30\nNone\n"),
     "activated_echo.py": check_socket_activation,
+    # docs/green.md
+    "green_blocking.py": check_green_digest,
     # docs/inherited-sockets.md
     "echo_service.py": check_socket_activation,
     # docs/limits.md

@@ -266,8 +266,9 @@ def test_hooks_run_in_threading_mixins_order(green):
                 with util.tcp_connect(server.server_address) as client:
                     client.sendall(line)
                     util.recv_until_eof(client)
-                util.wait_until(lambda: calls.count("close_request") == (
-                    1 if line == b"ok\n" else 2))
+                closes = 1 if line == b"ok\n" else 2
+                util.wait_until(lambda calls=calls, closes=closes:
+                                calls.count("close_request") == closes)
         orders[label] = calls
     assert orders["green"] == orders["threads"]
 

@@ -42,7 +42,7 @@ LAYERS = [
     # the benchmark suite, a user of the public package (``import fastserver``),
     # and the command line that runs it
     ["bench", "bench.options", "bench.c_programs", "bench.plot", "bench.servers",
-     "bench.shutdown_latency", "bench.run", "cli", "__main__"],
+     "bench.shutdown_latency", "bench.idle_memory", "bench.run", "cli", "__main__"],
 ]
 ORDER = [name for layer in LAYERS for name in layer]
 

@@ -143,7 +143,10 @@ cdef tuple accept_stream(int listen_fd, LoopPlan plan, LoopState state, int *sta
     if plan.tcp_nodelay:
         compat.fs_set_tcp_nodelay(fd)
     try:
-        request = new_socket(plan, fd) if state.hub is None else new_green_socket(plan, state.hub, fd)
+        if state.hub is None:
+            request = new_socket(plan, fd)
+        else:
+            request = new_green_socket(plan, state.hub, fd)
     except BaseException:
         unistd.close(fd)
         raise

@@ -72,6 +72,11 @@ cdef class GreenIO(Waiter):
         self.hub = hub
         self.fd = fd
         self.timeout = -1.0
+        # A new connection's first read waits for its first edge (the
+        # registration reports data already there at once): no recv(2)
+        # that would say EAGAIN, and no buffer held while the client is
+        # still silent.
+        self.drained = True
 
     cdef double deadline_after(self, double now) noexcept:
         """The deadline of one operation starting ``now``: 0 for none."""
@@ -395,23 +400,31 @@ cdef object _green_logger():
 
 # -- the green socket's system calls ------------------------------------------
 
-cdef Py_ssize_t green_recv(GreenIO io, char *dst, Py_ssize_t size, int flags) except -3:
+cdef int green_wait_readable(GreenIO io, double *deadline) except -1:
+    """Before a read: if the last one drained the socket, wait for the next
+    edge (``deadline[0]`` set from the timeout when it is negative).  Not
+    after a hang-up, which is a state that the edge announcing it may
+    already have reported (with the data), nor with timeout 0."""
+    if io.drained and io.timeout != 0 and not io.hangup:
+        io.drained = False
+        if deadline[0] < 0:
+            deadline[0] = io.deadline_after(compat.fs_monotonic())
+        io.wait(READY_READ, deadline[0])
+    return 0
+
+
+cdef Py_ssize_t green_recv(GreenIO io, char *dst, Py_ssize_t size, int flags,
+                           double deadline=-1.0) except -3:
     """recv(2) for a green socket: bytes got, 0 at EOF, WOULD_BLOCK (only
-    with timeout 0), parking the greenlet while there is nothing."""
+    with timeout 0), parking the greenlet while there is nothing.
+    ``deadline``: the call's, when the caller has already waited (else
+    negative: from the timeout, at the first wait)."""
     cdef ssize_t n
     cdef int err
-    cdef double deadline = -1.0
     if io.closed:
         raise OSError(errno.EBADF, "Bad file descriptor")
     while True:
-        # A short read drained the socket: wait for the next edge before
-        # reading, unless the peer has shut down, which is a state that the
-        # edge announcing it may already have reported (with the data).
-        if io.drained and io.timeout != 0 and not io.hangup:
-            io.drained = False
-            if deadline < 0:
-                deadline = io.deadline_after(compat.fs_monotonic())
-            io.wait(READY_READ, deadline)
+        green_wait_readable(io, &deadline)
         n = socket.recv(io.fd, dst, size, flags | socket.MSG_DONTWAIT)
         if n >= 0:
             io.drained = 0 < n < size
@@ -494,7 +507,6 @@ cdef extern from *:
     char *fs_bytes_buffer(PyObject *b)
     object fs_bytes_finish(PyObject *b, Py_ssize_t n)  # steals b
     void fs_bytes_drop(PyObject *b)
-
 
 
 cdef GreenIO _io_of(sock):

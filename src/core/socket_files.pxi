@@ -129,12 +129,18 @@ cdef class SocketReader:
         else:
             self.max_line = max_line_length
         self.default_capacity = self.capacity = buffer_size
-        self.buffer = <char *>malloc(buffer_size)
-        if self.buffer == NULL:
-            raise MemoryError()
-        self.sock = sock
         if type(sock) is _GreenSocket:
+            # A green reader holds a buffer only while it has data: an idle
+            # connection waits in the loop with none (allocated after the
+            # wait, given back when drained), so that thousands of them
+            # cost no buffers.
             self.green = sock._green_io
+            self.capacity = 0
+        else:
+            self.buffer = <char *>malloc(buffer_size)
+            if self.buffer == NULL:
+                raise MemoryError()
+        self.sock = sock
         sock._io_refs += 1  # as makefile() does: close() of the socket waits for ours
         self.is_closed = False
 
@@ -293,7 +299,11 @@ cdef class SocketReader:
         """Empty: restart at the front, and give back a grown buffer."""
         cdef char *smaller
         self.start = self.end = 0
-        if self.capacity > 4 * self.default_capacity:
+        if self.green is not None:
+            free(self.buffer)
+            self.buffer = NULL
+            self.capacity = 0
+        elif self.capacity > 4 * self.default_capacity:
             smaller = <char *>realloc(self.buffer, self.default_capacity)
             if smaller != NULL:
                 self.buffer = smaller
@@ -321,17 +331,25 @@ cdef class SocketReader:
     cdef Py_ssize_t _fill(self, Py_ssize_t at_least) except -3:
         """One recv() appended to the buffer: bytes got, 0 at EOF, WOULD_BLOCK."""
         cdef Py_ssize_t got
+        cdef double deadline = -1.0
         if self.timed_out:
             raise OSError("cannot read from timed out object")
         if self.end == self.start:
             self.start = self.end = 0
+            if self.green is not None:
+                try:
+                    green_wait_readable(self.green, &deadline)  # with no buffer held
+                except _socket_timeout:
+                    self.timed_out = True
+                    raise
         self._reserve(max(at_least, self.default_capacity) if self.capacity - self.end == 0
                       else min(at_least, self.capacity - self.end))
         try:
             if self.green is None:
                 got = _sock_recv(self.sock, self.buffer + self.end, self.capacity - self.end)
             else:
-                got = green_recv(self.green, self.buffer + self.end, self.capacity - self.end, 0)
+                got = green_recv(self.green, self.buffer + self.end, self.capacity - self.end, 0,
+                                 deadline)
         except _socket_timeout:
             self.timed_out = True
             raise
@@ -384,8 +402,8 @@ cdef class SocketReader:
             span = self.end - self.start
             if limit >= 0 and span > limit:
                 span = limit
-            newline = <char *>string.memchr(self.buffer + self.start + scanned, b'\n',
-                                            span - scanned)
+            newline = NULL if span == scanned else <char *>string.memchr(
+                self.buffer + self.start + scanned, b'\n', span - scanned)
             if newline != NULL:
                 return self._take(newline - (self.buffer + self.start) + 1)
             scanned = span

@@ -190,7 +190,6 @@ cdef class SocketWriter:
     cdef int _check_open(self) except -1
 
 
-
 # ---------------------------------------------------------------------------
 # core/green.pxi
 # ---------------------------------------------------------------------------
@@ -225,7 +224,7 @@ cdef class GreenHub:
     cdef Poller poller              # the loop's poller: connections are watched there too
     cdef Waker waker                # the loop's waker: thread work done wakes the loop
     cdef object hub_greenlet        # the loop's greenlet, every task's parent; None when stopped
-    cdef unsigned long thread_ident # the thread the hub runs in
+    cdef unsigned long thread_ident  # the thread the hub runs in
     cdef dict ios                   # fd -> GreenIO, for the fds being watched
     cdef list timers                # heap of (deadline, seq, Waiter)
     cdef unsigned long long timer_seq

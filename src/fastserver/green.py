@@ -53,12 +53,14 @@ BLOCKING_WORKERS = 16
 
 def green_unavailable() -> str | None:
     """Why green handlers cannot run here, or None when they can."""
-    if getattr(_engine.core, "GreenHub", None) is None:
+    # Only the compiled core has them (it is not the twin's contract).
+    import_greenlet = getattr(_engine.core, "import_greenlet", None)
+    if import_greenlet is None:
         return ("green handlers run on fastserver's compiled core, and this "
                 "process uses the pure-Python one (FASTSERVER_NO_EXTENSIONS is "
                 "set, or the extension was not built)")
     try:
-        _engine.core.import_greenlet()
+        import_greenlet()
     except ImportError:
         return ("green handlers need the greenlet package: "
                 "pip install 'fastserver[green]'")

@@ -45,6 +45,11 @@ WORKLOADS: dict[str, Workload] = {
     "udp-dgram": Workload("udp-dgram", "loadgen", "udp-rr", 32, 64),
     "tcp-persistent": Workload("tcp-persistent", "loadgen", "tcp-rr", 50, 64),
     "tcp-persistent-1": Workload("tcp-persistent", "loadgen", "tcp-rr", 1, 64),
+    # Green handlers (fastserver.green) against the stdlib's thread per
+    # connection: the stdlib column is ThreadingTCPServer, fastserver's is
+    # GreenTCPServer, on the same handler.
+    "green-persistent": Workload("green-persistent", "loadgen", "tcp-rr", 50, 64),
+    "green-persistent-1": Workload("green-persistent", "loadgen", "tcp-rr", 1, 64),
     "http-close": Workload("http", "wrk", concurrency=10, keepalive=False),
     "http-keepalive": Workload("http", "wrk", concurrency=10, keepalive=True),
     # HTTP/1.0 on HTTPServer: http-close less a thread per request.
@@ -52,6 +57,7 @@ WORKLOADS: dict[str, Workload] = {
     # Each module's defaults as handlers are written (Nagle on), and the pool.
     "http-keepalive-as-is": Workload("http-as-is", "wrk", concurrency=10, keepalive=True),
     "http-close-pool": Workload("http-pool", "wrk", concurrency=10, keepalive=False),
+    "green-http-keepalive": Workload("green-http", "wrk", concurrency=10, keepalive=True),
     # What free-threading buys: 4 persistent connections, ~1 ms of pure
     # Python per line, the server on one core, then allowed both.
     "threaded-cpu": Workload("threaded-cpu", "loadgen", "tcp-rr", 4, 64, work=True),
@@ -71,7 +77,9 @@ WORKLOADS: dict[str, Workload] = {
 OPTIONAL_WORKLOADS = ["threaded-cpu", "pool-cpu", "threaded-cpu-2cores", "pool-cpu-2cores",
                       "convoy"]
 ALIASES = {"http": ["http-close", "http-close-sync", "http-keepalive", "http-keepalive-as-is",
-                    "http-close-pool"],
+                    "http-close-pool", "green-http-keepalive"],
+           "green": ["tcp-persistent", "green-persistent", "green-persistent-1",
+                     "green-http-keepalive"],
            "cpu": ["threaded-cpu", "threaded-cpu-2cores", "pool-cpu", "pool-cpu-2cores"],
            "freethreading": ["threaded-cpu", "threaded-cpu-2cores", "pool-cpu",
                              "pool-cpu-2cores", "convoy"]}

@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 import os
 import platform
@@ -105,7 +106,16 @@ IMPLS = ("stdlib", "fastserver")
 #: refserver.c: the workload served by a C epoll server, no Python --
 #: the floor both modules are compared with ("÷ C" column).
 REFERENCE = "c-reference"
-REFERENCE_SERVERS = ("tcp-base", "tcp-stream", "udp-base", "udp-dgram", "tcp-persistent")
+REFERENCE_SERVERS = ("tcp-base", "tcp-stream", "udp-base", "udp-dgram", "tcp-persistent",
+                     "green-persistent")
+#: refserver.c's name of a servers.py workload, where they differ: the green
+#: rows serve tcp-persistent's protocol.
+REFERENCE_WORKLOAD = {"green-persistent": "tcp-persistent"}
+#: uvloop's Protocol API on the persistent rows ("÷ uv" column): the event
+#: loop with callbacks, which green handlers are measured against.  A row,
+#: not a dependency: skipped, with a message, where uvloop is not installed.
+UVLOOP = "uvloop"
+UVLOOP_SERVERS = ("tcp-persistent", "green-persistent")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: Rows measured on one server core and on two: their ratio is the scaling.
 SCALING_PAIRS = [("threaded-cpu", "threaded-cpu-2cores"), ("pool-cpu", "pool-cpu-2cores")]
@@ -290,6 +300,8 @@ class Server:
         program = [refserver()] if impl == REFERENCE else [*SERVERS, "--impl", impl]
         if work_iterations:
             program += ["--work-iterations", str(work_iterations)]
+        if impl == REFERENCE:
+            workload = REFERENCE_WORKLOAD.get(workload, workload)
         cmd = ["taskset", "-c", server_cpu_list(cpus), *program, "--workload", workload,
                "--port", "0", "--ready-file", self.ready_file, "--backlog", str(backlog)]
         # taskset execs the server: self.proc.pid is the server's own pid.
@@ -629,10 +641,23 @@ def run_workload(name: str, args: argparse.Namespace, tmpdir: str, all_runs: lis
 
 def impls_of(name: str, args: argparse.Namespace) -> tuple[str, ...]:
     """The implementations a workload runs on: both modules, and the C
-    reference where there is one (not with --no-reference)."""
+    reference and uvloop where they serve it (not with --no-reference)."""
+    impls: tuple[str, ...] = IMPLS
     if args.reference and WORKLOADS[name].server in REFERENCE_SERVERS:
-        return (*IMPLS, REFERENCE)
-    return IMPLS
+        impls += (REFERENCE,)
+    if args.reference and WORKLOADS[name].server in UVLOOP_SERVERS and uvloop_installed():
+        impls += (UVLOOP,)
+    return impls
+
+
+@functools.cache
+def uvloop_installed() -> bool:
+    """Whether uvloop can run here (said once when it cannot)."""
+    if importlib.util.find_spec("uvloop") is not None:
+        return True
+    print("note: uvloop is not installed: the uvloop rows are skipped "
+          "(pip install uvloop to add them)", file=sys.stderr)
+    return False
 
 
 def warn_about(result: RunResult) -> None:
@@ -669,9 +694,9 @@ def spread_of(runs: list[RunResult], key: str) -> float | None:
 
 def summarize(name: str, runs: list[RunResult]) -> Summary:
     rows: dict[str, dict[str, Any]] = {}
-    for impl in (*IMPLS, REFERENCE):
+    for impl in (*IMPLS, REFERENCE, UVLOOP):
         mine = [r for r in runs if r["impl"] == impl and not r.get("discarded")]
-        if impl == REFERENCE and not mine:
+        if impl not in IMPLS and not mine:
             continue
         rows[impl] = {key: median_of(mine, key) for key in (
             "ops_per_sec", "p50_us", "p99_us", "server_us_per_op",
@@ -696,6 +721,10 @@ def summarize(name: str, runs: list[RunResult]) -> Summary:
         ref = summary[REFERENCE] = rows[REFERENCE]
         for impl in IMPLS:  # how far each is from the C floor, in CPU per op
             rows[impl]["us_per_op_over_reference"] = ratio("server_us_per_op", rows[impl], ref)
+    if UVLOOP in rows:
+        uv = summary[UVLOOP] = rows[UVLOOP]
+        for impl in IMPLS:  # how far each is from an event loop's callbacks
+            rows[impl]["us_per_op_over_uvloop"] = ratio("server_us_per_op", rows[impl], uv)
     return summary
 
 
@@ -710,11 +739,11 @@ def fmt_spread(spread: float | None, width: int) -> str:
 
 HEADER = (f"{'workload':<22}{'impl':<12}{'ops/s':>10}{'p50 us':>9}{'p99 us':>9}"
           f"{'srv us/op':>11}{'spread':>8}{'srv%':>6}{'gen%':>6}{'bg%':>5}{'err':>5}"
-          f"{'us/op ratio':>13}{'ops/s ratio':>13}{'÷ C':>7}")
+          f"{'us/op ratio':>13}{'ops/s ratio':>13}{'÷ C':>7}{'÷ uv':>7}")
 
 
 def print_summary(summary: Summary) -> None:
-    impls = [impl for impl in (*IMPLS, REFERENCE) if impl in summary]
+    impls = [impl for impl in (*IMPLS, REFERENCE, UVLOOP) if impl in summary]
     for impl in impls:
         row = summary[impl]
         cells = [f"{summary['workload']:<22}{impl:<12}",
@@ -732,8 +761,10 @@ def print_summary(summary: Summary) -> None:
                       fmt(summary["ratio_ops_per_sec"], ".2f", 13)]
         elif impl == "stdlib":
             cells += [" " * 26]
-        if "us_per_op_over_reference" in row:
-            cells.append(fmt(row["us_per_op_over_reference"], ".2f", 7))
+        if "us_per_op_over_reference" in row or "us_per_op_over_uvloop" in row:
+            cells.append(fmt(row.get("us_per_op_over_reference"), ".2f", 7))
+        if "us_per_op_over_uvloop" in row:
+            cells.append(fmt(row["us_per_op_over_uvloop"], ".2f", 7))
         print("".join(cells).rstrip(), flush=True)
     if "ratio_p50" in summary:
         busy = "; ".join(f"{impl} {fmt(summary[impl]['busy_ops_per_sec'], ',.0f', 0)} req/s"
@@ -951,7 +982,8 @@ def run_suite(args: argparse.Namespace,
               f"TCP backlog {args.backlog}; load average {os.getloadavg()[0]:.2f}")
         print("medians of the runs; spread = ± half the range of srv us/op; "
               "ratios = fastserver/stdlib (us/op: lower is better); "
-              f"÷ C = srv us/op over the {REFERENCE} row's (refserver.c)")
+              f"÷ C = srv us/op over the {REFERENCE} row's (refserver.c); "
+              f"÷ uv = over the {UVLOOP} row's (its Protocol API, where installed)")
         if args.work_iterations:
             meta["cpu_work_iterations"] = args.work_iterations
             meta["cpu_work_us"] = None if args.cpu_work_iterations else args.cpu_work_us

@@ -178,6 +178,38 @@ def tcp_persistent(module: Any) -> ServerAndHandler:
     return Server, Handler
 
 
+def green_persistent(module: Any) -> ServerAndHandler:
+    """tcp-persistent's handler on green handlers (fastserver.green), set
+    against the stdlib's ThreadingTCPServer: what a thread per connection
+    is replaced by."""
+    server_class, handler = tcp_persistent(module)
+    if module is socketserver:
+        return server_class, handler
+    from fastserver import green
+
+    class GreenServer(green.GreenTCPServer):
+        # As daemon_threads above: connected clients do not hold the exit.
+        block_on_close = False
+
+    return GreenServer, handler
+
+
+def green_http(module: Any) -> ServerAndHandler:
+    """http's handler (keep-alive) on green handlers, against the stdlib's
+    ThreadingHTTPServer."""
+    server_class, handler = http_server(module)
+    if module is socketserver:
+        return server_class, handler
+    from fastserver import green
+
+    http_server_class: Any = http_classes(module)[0]
+
+    class GreenHTTPServer(green.GreenMixIn, http_server_class):
+        block_on_close = False
+
+    return GreenHTTPServer, handler
+
+
 class HelloHandler(http.server.BaseHTTPRequestHandler):
     """GET anything: 200 with a 13-byte body; keep-alive unless asked not to.
 
@@ -325,6 +357,8 @@ WORKLOADS: dict[str, Callable[[Any], ServerAndHandler]] = {
     "udp-base": udp_base,
     "udp-dgram": udp_dgram,
     "tcp-persistent": tcp_persistent,
+    "green-persistent": green_persistent,
+    "green-http": green_http,
     "http": http_server,
     "http-sync": http_sync,
     "http-as-is": http_as_is,
@@ -384,13 +418,55 @@ def serve(server_class: Any, handler: Any, address: tuple[str, int],
     return 1 if received == signal.SIGUSR1 else 0
 
 
+def serve_uvloop(workload: str, address: tuple[str, int], ready_file: str | None) -> int:
+    """The persistent workloads on uvloop's Protocol API: the event-loop
+    floor a blocking-handler server is compared with (no handler objects,
+    no blocking calls: a callback per read).  Until SIGTERM/SIGINT."""
+    if workload not in UVLOOP_WORKLOADS:
+        raise SystemExit(f"uvloop serves {', '.join(UVLOOP_WORKLOADS)} only, not {workload}")
+    import asyncio
+
+    import uvloop
+
+    class LineEcho(asyncio.Protocol):
+        """Echo every complete line, as tcp-persistent's handler does."""
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            self.pending = b""
+
+        def data_received(self, data: bytes) -> None:
+            data = self.pending + data if self.pending else data
+            end = data.rfind(b"\n") + 1
+            if end:
+                self.transport.write(data[:end])
+            self.pending = data[end:]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(LineEcho, *address, backlog=128)
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        announce(server.sockets[0].getsockname()[1], ready_file)
+        await stop.wait()
+        server.close()
+
+    uvloop.run(main())
+    return 0
+
+
+#: The workloads serve_uvloop() knows.
+UVLOOP_WORKLOADS = ("tcp-persistent", "green-persistent")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     global work_iterations
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calibrate-us", type=float,
                         help="print the burn() loop count that costs this many "
                              "microseconds of CPU here, and exit")
-    parser.add_argument("--impl", choices=sorted(IMPLS))
+    parser.add_argument("--impl", choices=sorted([*IMPLS, "uvloop"]))
     parser.add_argument("--workload", choices=sorted(WORKLOADS))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
@@ -406,6 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.impl and args.workload):
         parser.error("--impl and --workload are required (or --calibrate-us)")
     work_iterations = args.work_iterations
+    if args.impl == "uvloop":
+        return serve_uvloop(args.workload, (args.host, args.port), args.ready_file)
     module = IMPLS[args.impl]
     server_class, handler = WORKLOADS[args.workload](module)
     server_class = with_backlog(server_class, args.backlog)
