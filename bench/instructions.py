@@ -29,6 +29,9 @@ MODES = {  # workload -> loadgen arguments
     "udp-base": ["--mode", "udp-rr", "--size", "64", "--concurrency", "1"],
     "udp-dgram": ["--mode", "udp-rr", "--size", "64", "--concurrency", "1"],
     "tcp-persistent": ["--mode", "tcp-rr", "--size", "64", "--concurrency", "1"],
+    # 50 connections: the thread hand-off (stdlib) against the greenlet
+    # switch (fastserver's green handlers).
+    "green-persistent": ["--mode", "tcp-rr", "--size", "64", "--concurrency", "50"],
 }
 
 

@@ -42,6 +42,10 @@ cdef tuple _WAKE_TIMED_OUT_ARGS = (WAKE_TIMED_OUT,)
 cdef tuple _WAKE_CLOSED_ARGS = (WAKE_CLOSED,)
 cdef tuple _NO_ARGS = ()
 
+# Read buffers a hub keeps for its green readers (see GreenHub.take_buffer).
+cdef enum:
+    SPARE_BUFFERS = 64
+
 # The hub serving in this thread, for green.sleep() and run_in_thread().
 _running_hubs = _threading.local()
 
@@ -95,7 +99,8 @@ cdef class GreenIO(Waiter):
             return 0
         if self.closed:
             raise OSError(errno.EBADF, "Bad file descriptor")
-        if not hub.can_park():
+        current = hub.parkable()
+        if current is None:
             # Not one of the hub's greenlets (a thread of run_in_thread(), a
             # hook run by the loop itself): block this caller only.
             if not _wait_for(self.fd, poll.POLLIN if events == READY_READ else poll.POLLOUT,
@@ -109,7 +114,7 @@ cdef class GreenIO(Waiter):
         hub.poller.arm(self.fd, events)
         self.waiting = events
         try:
-            code = hub.park(self, deadline)
+            code = hub.park(self, deadline, current)
         finally:
             self.waiting = 0
         if code == WAKE_TIMED_OUT:
@@ -157,6 +162,19 @@ cdef class GreenHub:
     in one of those calls; a greenlet runs until it waits, then the loop
     goes on.
     """
+
+    def __cinit__(self, *args, **kwargs):
+        self.spare_buffers = <char **>malloc(SPARE_BUFFERS * sizeof(char *))
+        if self.spare_buffers == NULL:
+            raise MemoryError()
+        self.spare_count = 0
+        self.spare_size = _DEFAULT_BUFFER_SIZE
+
+    def __dealloc__(self):
+        while self.spare_count:
+            self.spare_count -= 1
+            free(self.spare_buffers[self.spare_count])
+        free(self.spare_buffers)
 
     def __init__(self, Poller poller, Waker waker, slow_callback_threshold=None):
         import_greenlet()
@@ -300,18 +318,44 @@ cdef class GreenHub:
     def open_greenlets(self):
         return len(self.tasks)
 
+    # -- read buffers ---------------------------------------------------------
+
+    cdef char *take_buffer(self, Py_ssize_t size) noexcept:
+        """A read buffer of ``size`` bytes (NULL: out of memory).  Green
+        readers hold one only between a wait and the moment they are
+        drained; the hub keeps a few spares, so a busy connection does not
+        pay a malloc() and a free() per request."""
+        if size == self.spare_size and self.spare_count:
+            self.spare_count -= 1
+            return self.spare_buffers[self.spare_count]
+        return <char *>malloc(size)
+
+    cdef void give_buffer(self, char *buffer, Py_ssize_t size) noexcept:
+        if buffer == NULL:
+            return
+        if size == self.spare_size and self.spare_count < SPARE_BUFFERS:
+            self.spare_buffers[self.spare_count] = buffer
+            self.spare_count += 1
+        else:
+            free(buffer)
+
     # -- the greenlets' side --------------------------------------------------
 
-    cdef bint can_park(self) except -1:
-        """Is the caller one of this hub's greenlets, in the hub's thread,
-        while the hub runs?"""
+    cdef object parkable(self):
+        """The calling greenlet if it is one of this hub's, in the hub's
+        thread, while the hub runs; else None (it cannot park here)."""
         if self.hub_greenlet is None or PyThread_get_thread_ident() != self.thread_ident:
-            return False
-        return greenlet.getcurrent() is not self.hub_greenlet
+            return None
+        current = greenlet.getcurrent()
+        return None if current is self.hub_greenlet else current
 
-    cdef int park(self, Waiter waiter, double deadline) except -1:
-        """Switch to the hub until woken; what woke us (WAKE_*)."""
-        waiter.greenlet = greenlet.getcurrent()
+    cdef bint can_park(self) except -1:
+        return self.parkable() is not None
+
+    cdef int park(self, Waiter waiter, double deadline, current=None) except -1:
+        """Switch to the hub until woken; what woke us (WAKE_*).
+        ``current``: the calling greenlet, when the caller has it."""
+        waiter.greenlet = greenlet.getcurrent() if current is None else current
         waiter.deadline = deadline
         if deadline > 0 and (waiter.timer_entries == 0 or deadline < waiter.timer_at):
             self._add_timer(waiter)

@@ -300,7 +300,7 @@ cdef class SocketReader:
         cdef char *smaller
         self.start = self.end = 0
         if self.green is not None:
-            free(self.buffer)
+            self.green.hub.give_buffer(self.buffer, self.capacity)
             self.buffer = NULL
             self.capacity = 0
         elif self.capacity > 4 * self.default_capacity:
@@ -322,6 +322,13 @@ cdef class SocketReader:
             if self.capacity - self.end >= room:
                 return 0
         wanted = max(used + room, 2 * self.capacity)
+        if self.buffer == NULL and self.green is not None and room <= self.default_capacity:
+            # A green reader's buffer after a wait: from its hub's spares.
+            self.buffer = self.green.hub.take_buffer(self.default_capacity)
+            if self.buffer == NULL:
+                raise MemoryError()
+            self.capacity = self.default_capacity
+            return 0
         grown = <char *>realloc(self.buffer, wanted)
         if grown == NULL:
             raise MemoryError()

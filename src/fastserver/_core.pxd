@@ -232,13 +232,19 @@ cdef class GreenHub:
     cdef object completions         # deque of Waiters whose thread work finished (any thread)
     cdef object pending             # deque of (Waiter, greenlet, wake args) to wake next
     cdef double slow_threshold      # report a greenlet holding the loop longer; 0: off
+    cdef char **spare_buffers       # read buffers given back by drained green readers
+    cdef int spare_count
+    cdef Py_ssize_t spare_size      # the size they all have: io.DEFAULT_BUFFER_SIZE
 
     cpdef spawn(self, func, tuple args)
     cdef int on_ready(self, int fd, int events) except -1
     cdef double next_timeout(self, double interval) noexcept
     cdef int run_due(self) except -1
+    cdef char *take_buffer(self, Py_ssize_t size) noexcept
+    cdef void give_buffer(self, char *buffer, Py_ssize_t size) noexcept
+    cdef object parkable(self)
     cdef bint can_park(self) except -1
-    cdef int park(self, Waiter waiter, double deadline) except -1
+    cdef int park(self, Waiter waiter, double deadline, current=*) except -1
     cdef int _add_timer(self, Waiter waiter) except -1
     cdef int wake(self, Waiter waiter, tuple args) except -1
     cdef int _switch(self, g, tuple args) except -1
