@@ -454,3 +454,34 @@ def test_unix_stream_server(green):
         server = green.GreenUnixStreamServer(path, LineEcho)
         with util.background_server(server):
             assert util.unix_stream_roundtrip(path, b"unix\n", shut_wr=True) == b"unix\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="PreforkMixIn forks")
+def test_prefork_workers_each_run_a_green_loop(green):
+    class Pids(socketserver.StreamRequestHandler):
+        def handle(self):
+            for line in self.rfile:
+                self.wfile.write(b"%d\n" % os.getpid())
+
+    class Server(green.GreenMixIn, green.TCPServer):
+        block_on_close = False
+
+    from fastserver import PreforkMixIn
+
+    cls = type("PreforkGreen", (PreforkMixIn, Server), {"workers": 2})
+    server = cls((HOST, 0), Pids)
+    with util.background_server(server):
+        clients = [util.tcp_connect(server.server_address) for _ in range(20)]
+        try:
+            pids = set()
+            for client in clients:
+                client.sendall(b"pid?\n")
+                pids.add(util.recv_line(client))
+            assert len(pids) >= 1 and str(os.getpid()).encode() + b"\n" not in pids
+            # Every connection stays open on its worker's green loop.
+            for client in clients:
+                client.sendall(b"again\n")
+                assert util.recv_line(client) in pids
+        finally:
+            for client in clients:
+                client.close()
