@@ -352,3 +352,49 @@ def test_free_threading_rows_end_to_end(tmp_path):
     for one in data["runs"]:
         assert one["server_thread_cpu_pct"]  # at least the main and loop threads
         assert ("busy_ops_per_sec" in one) == (one["workload"] == "convoy")
+
+
+# ---- the green rows ----------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", sorted(MODULES))
+def test_green_persistent_echoes_on_threads_and_green_handlers(impl):
+    pytest.importorskip("greenlet", reason="green handlers need greenlet")
+    if impl == "fastserver" and fastserver.CORE_IMPLEMENTATION != "c":
+        pytest.skip("green handlers need the compiled core")
+    server_class, handler = servers.WORKLOADS["green-persistent"](MODULES[impl])
+    if impl == "fastserver":
+        from fastserver import green
+
+        assert issubclass(server_class, green.GreenMixIn)
+    else:
+        assert issubclass(server_class, socketserver.ThreadingMixIn)
+    server = server_class(("127.0.0.1", 0), handler)
+    with util.background_server(server):
+        with util.tcp_connect(server.server_address) as sock:
+            for line in (b"a\n", b"b" * 100 + b"\n"):
+                sock.sendall(line)
+                assert util.recv_exactly(sock, len(line)) == line
+
+
+def test_green_rows_are_skipped_where_green_handlers_cannot_run(monkeypatch, capsys):
+    from fastserver import green
+
+    monkeypatch.setattr(green, "green_unavailable", lambda: "no greenlet here")
+    names = run.check_environment(["green-persistent", "udp-base"], reference=False)
+    assert names == ["udp-base"]
+    assert "skipping green-persistent: no greenlet here" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc")
+def test_idle_memory_measures_both_servers(tmp_path):
+    pytest.importorskip("greenlet", reason="green handlers need greenlet")
+    if fastserver.CORE_IMPLEMENTATION != "c":
+        pytest.skip("green handlers need the compiled core")
+    out = tmp_path / "idle.json"
+    done = subprocess.run([sys.executable, "-m", "fastserver.bench.idle_memory",
+                           "--connections", "50", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["impl"] for row in rows] == ["stdlib", "fastserver"]
+    assert rows[0]["threads"] >= 50 > rows[1]["threads"]

@@ -899,10 +899,19 @@ def check_platform() -> None:
 
 
 def check_environment(names: list[str], reference: bool) -> list[str]:
-    """The workloads that can run here (http needs wrk), once taskset is
-    found and the C programs they need are built."""
+    """The workloads that can run here (http needs wrk, the green rows
+    greenlet and the compiled core), once taskset is found and the C
+    programs they need are built."""
     if shutil.which("taskset") is None:
         raise BenchError("taskset not found (util-linux)")
+    green_rows = [n for n in names if n in WORKLOADS and WORKLOADS[n].server.startswith("green")]
+    if green_rows:
+        from fastserver.green import green_unavailable
+
+        reason = green_unavailable()
+        if reason is not None:
+            print(f"skipping {', '.join(green_rows)}: {reason}", flush=True)
+            names = [n for n in names if n not in green_rows]
     if any(WORKLOADS[n].driver == "wrk" for n in names if n in WORKLOADS) \
             and shutil.which("wrk") is None:
         print("wrk not installed: skipping http (apt-get install wrk)", flush=True)
