@@ -460,7 +460,7 @@ def test_unix_stream_server(green):
 def test_prefork_workers_each_run_a_green_loop(green):
     class Pids(socketserver.StreamRequestHandler):
         def handle(self):
-            for line in self.rfile:
+            for _line in self.rfile:
                 self.wfile.write(b"%d\n" % os.getpid())
 
     class Server(green.GreenMixIn, green.TCPServer):
