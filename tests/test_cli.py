@@ -176,6 +176,51 @@ def test_serve_reports_the_core_it_runs_on(fs, variant, site):
     assert expected in command.stderr
 
 
+def test_serve_runs_on_green_handlers_where_they_can(fs, variant, site):
+    with running(["serve", "-b", "127.0.0.1", "-d", str(site), "0"], variant) as command:
+        command.address()
+        command.stop()
+    green = variant != "py" and cli.green_handlers_here()
+    expected = "green handlers" if green else "a pool of up to 64 threads"
+    assert expected in command.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_serve_answers_while_a_thousand_clients_idle_or_trickle(site):
+    """A browser's keep-alive and preconnect sockets, and slowloris clients
+    that send a request a byte at a time, must not keep a new client
+    waiting, however many there are: on green handlers each holds a parked
+    greenlet, not a thread.  1,000 idle connections and 100 half-sent
+    requests, then a GET; the server's threads stay few."""
+    pytest.importorskip("greenlet", reason="green handlers need greenlet")
+    if not variants.core_available("c"):
+        pytest.skip("green handlers need the compiled core")
+    idle_count, trickling_count = 1000, 100
+    with running(["serve", "-b", "127.0.0.1", "-d", str(site), "0"], "c-epoll") as command:
+        address = command.address()
+        clients = []
+        try:
+            for _ in range(idle_count):
+                clients.append(util.tcp_connect(address))
+            for _ in range(trickling_count):
+                client = util.tcp_connect(address)
+                client.sendall(b"GET /hello.txt HTTP/1.1\r\nHo")
+                clients.append(client)
+            status, _, body = fetch(f"http://{address[0]}:{address[1]}/hello.txt")
+            assert (status, body) == (200, b"hello, fastserver\n")
+            with open(f"/proc/{command.proc.pid}/status") as f:
+                threads = int(next(line for line in f if line.startswith("Threads:")).split()[1])
+            assert threads <= 4, f"{threads} threads for {len(clients)} connections"
+            # The trickling requests are still served once they are whole.
+            for client in clients[idle_count:idle_count + 3]:
+                client.sendall(b"st: x\r\nConnection: close\r\n\r\n")
+                assert util.recv_until_eof(client).endswith(b"hello, fastserver\n")
+        finally:
+            for client in clients:
+                client.close()
+        assert command.stop() == 0
+
+
 @posix_signals
 def test_serve_ctrl_c_exits_cleanly(fs, variant, site):
     args = ["serve", "-b", "127.0.0.1", "-d", str(site), "0"]

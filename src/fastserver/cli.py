@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from . import _engine
 from ._version import __version__
 from .bench import options as bench_options
+from .green import GreenMixIn, green_unavailable
 from .handlers import DatagramRequestHandler, StreamRequestHandler
 from .pool import ThreadPoolMixIn as ConcurrencyMixIn
 from .servers import TCPServer, UDPServer
@@ -114,19 +115,15 @@ def _lowercase_first(text: str) -> str:
     return text[:1].lower() + text[1:]
 
 
-class CommandLineServer(ConcurrencyMixIn, TCPServer):
-    """The command-line servers' base: a TCP server (EchoUDPServer adds
-    UDPServer) on a thread pool that never holds up the exit, with its
-    socket in the family its address needs, dual-stack for IPv6."""
+class CommandLineSocket(TCPServer):
+    """The command-line servers' socket: in the family its address needs,
+    dual-stack for IPv6, reusable at once after a restart."""
 
     allow_reuse_address = True
-    # A client that keeps its connection open must not delay Ctrl-C
-    # (http.server's ThreadingHTTPServer makes the same choice).
-    daemon_threads = True
-    block_on_close = False
-    # A keep-alive connection holds its worker while it idles, and a browser
-    # opens six per host: more workers than the pool's CPU-based default.
-    max_workers = 64
+    # The listen backlog: TCPServer's 5 makes a burst of clients (a browser
+    # opening its connections, a load test) wait for the kernel's SYN-ACK
+    # retries, seconds each, while the loop has nothing to accept.
+    request_queue_size = 1024
     # An IP address: (host, port), or (host, port, flowinfo, scope_id).
     server_address: tuple[Any, ...]
 
@@ -145,8 +142,38 @@ class CommandLineServer(ConcurrencyMixIn, TCPServer):
         super().server_bind()
 
 
-class HTTPServer(CommandLineServer):
-    """http.server's ThreadingHTTPServer on fastserver."""
+class CommandLineServer(ConcurrencyMixIn, CommandLineSocket):
+    """A command-line server on a thread pool that never holds up the exit
+    (EchoUDPServer adds UDPServer): where green handlers cannot run."""
+
+    # A client that keeps its connection open must not delay Ctrl-C
+    # (http.server's ThreadingHTTPServer makes the same choice).
+    daemon_threads = True
+    block_on_close = False
+    # A keep-alive connection holds its worker while it idles, and a browser
+    # opens six per host: more workers than the pool's CPU-based default.
+    max_workers = 64
+
+
+class GreenCommandLineServer(GreenMixIn, CommandLineSocket):
+    """A command-line TCP server on green handlers, where they can run: an
+    idle or slow client (a browser's keep-alive and preconnect sockets, a
+    slowloris) holds a parked greenlet, never a worker, so no number of
+    them keeps a new client waiting."""
+
+    # As daemon_threads above: clients still connected at Ctrl-C are cut.
+    block_on_close = False
+
+
+def green_handlers_here() -> bool:
+    """Can the TCP commands run on green handlers (greenlet installed, the
+    compiled core in use)?"""
+    return green_unavailable() is None
+
+
+class HTTPNames(CommandLineSocket):
+    """http.server.HTTPServer's server_bind(): the name and port its
+    handlers put in their responses."""
 
     def server_bind(self) -> None:
         super().server_bind()
@@ -155,9 +182,18 @@ class HTTPServer(CommandLineServer):
         self.server_port = port
 
 
+class HTTPServer(HTTPNames, CommandLineServer):
+    """http.server's ThreadingHTTPServer on fastserver's thread pool."""
+
+
+class GreenHTTPServer(HTTPNames, GreenCommandLineServer):
+    """http.server's ThreadingHTTPServer on fastserver's green handlers."""
+
+
 def make_http_server(host: str | None, port: int, directory: str | os.PathLike[str],
-                     protocol: str = "HTTP/1.0") -> HTTPServer:
-    """An HTTPServer serving ``directory`` with SimpleHTTPRequestHandler."""
+                     protocol: str = "HTTP/1.0") -> HTTPNames:
+    """An HTTP server serving ``directory`` with SimpleHTTPRequestHandler:
+    on green handlers where they can run, else on the thread pool."""
     root = os.fspath(directory)
 
     class FileHandler(http.server.SimpleHTTPRequestHandler):
@@ -168,8 +204,9 @@ def make_http_server(host: str | None, port: int, directory: str | os.PathLike[s
             super().__init__(request, client_address, server, directory=root)
 
     family, address = best_family(host, port)
+    server_class = GreenHTTPServer if green_handlers_here() else HTTPServer
     with listen_errors_reported(host, address):
-        return HTTPServer(address, FileHandler, family)
+        return server_class(address, FileHandler, family)
 
 
 class LineEchoHandler(StreamRequestHandler):
@@ -200,11 +237,13 @@ class EchoUDPServer(CommandLineServer, UDPServer):
     allow_reuse_address = False
 
 
-def make_echo_server(host: str | None, port: int, udp: bool = False) -> CommandLineServer:
+def make_echo_server(host: str | None, port: int, udp: bool = False) -> CommandLineSocket:
     family, address = best_family(host, port)
     with listen_errors_reported(host, address):
         if udp:
             return EchoUDPServer(address, DatagramEchoHandler, family)
+        if green_handlers_here():
+            return GreenCommandLineServer(address, LineEchoHandler, family)
         return CommandLineServer(address, LineEchoHandler, family)
 
 
@@ -214,7 +253,7 @@ def make_echo_server(host: str | None, port: int, udp: bool = False) -> CommandL
 STOP_SIGNALS = {signal.SIGINT: "Keyboard interrupt received", signal.SIGTERM: "Terminated"}
 
 
-def serve_until_stopped(server: CommandLineServer) -> int:
+def serve_until_stopped(server: CommandLineSocket) -> int:
     """serve_forever() until SIGINT or SIGTERM, then shutdown() and return 0
     (1 if the loop died of an exception, whose traceback is printed).
 
@@ -274,9 +313,11 @@ def format_address(address: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def describe_engine(server: CommandLineServer) -> str:
+def describe_engine(server: CommandLineSocket) -> str:
     """One line on what serves: fastserver's version, core, poller, threads."""
-    if hasattr(server, "pool_status"):
+    if isinstance(server, GreenMixIn):
+        threads = "green handlers (a greenlet per connection)"
+    elif isinstance(server, CommandLineServer):
         threads = f"a pool of up to {server.max_workers} threads"
     else:
         threads = "a thread per connection"
@@ -284,7 +325,7 @@ def describe_engine(server: CommandLineServer) -> str:
             f"{_engine.core.choose_backend()} poller, {threads}")
 
 
-def listening_on(server: CommandLineServer) -> tuple[str, int, str]:
+def listening_on(server: CommandLineSocket) -> tuple[str, int, str]:
     """host, port and the host as a URL writes it, of the server's socket."""
     host, port = server.socket.getsockname()[:2]
     url_host = f"[{host}]" if ":" in host else host
