@@ -39,7 +39,7 @@ from util import HOST, TIMEOUT, background_server
 
 #: Every server flavour the battery runs.  "pool" and "workers" are
 #: fastserver's own: the stdlib skips them, with the reason.
-FLAVOURS = ("sync", "threading", "forking", "pool", "workers")
+FLAVOURS = ("sync", "threading", "forking", "pool", "workers", "green")
 
 #: transport name -> the stdlib base class name.
 TRANSPORTS = {
@@ -62,6 +62,7 @@ FLAVOUR_ATTRIBUTES = {
 _EXTRA_FLAVOURS = {
     "pool": ("fastserver.pool", "ThreadPoolMixIn"),
     "workers": ("fastserver.workers", "PreforkMixIn"),
+    "green": ("fastserver.green", "GreenMixIn"),
 }
 
 #: Python 3.12+ warns when a multi-threaded process forks: the forking and
@@ -95,7 +96,12 @@ def flavour_mixin(module, flavour):
         skip("the stdlib has no %s flavour" % flavour)
     # Imported, not looked for: a flavour that was renamed or removed fails
     # the battery instead of skipping it.
-    return getattr(importlib.import_module(module_name), class_name)
+    extra = importlib.import_module(module_name)
+    if flavour == "green":
+        reason = extra.green_unavailable()
+        if reason is not None:
+            skip(reason)
+    return getattr(extra, class_name)
 
 
 def server_class(module, flavour, transport, base_extra=(), **attributes):
@@ -104,6 +110,8 @@ def server_class(module, flavour, transport, base_extra=(), **attributes):
     if transport.startswith("unix") and not hasattr(socket, "AF_UNIX"):
         skip("no AF_UNIX on this platform")
     base = getattr(module, TRANSPORTS[transport])
+    if flavour == "green" and transport in DATAGRAM_TRANSPORTS:
+        skip("green handlers serve stream connections")
     mixin = flavour_mixin(module, flavour)
     bases = ((mixin,) if mixin is not None else ()) + tuple(base_extra) + (base,)
     namespace = dict(FLAVOUR_ATTRIBUTES.get(flavour, {}))
