@@ -60,9 +60,25 @@ def counting(server_cls):
     return Counting
 
 
+def green_server_class(ss, cls):
+    """``cls`` on fastserver's green handlers (where they run), as the
+    threading variants put it on ThreadingMixIn."""
+    if ss.__name__ == "socketserver":
+        pytest.skip("the stdlib has no green handlers")
+    from fastserver import green
+
+    reason = green.green_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    return type("Green" + cls.__name__, (green.GreenMixIn, cls), {"block_on_close": False})
+
+
 def http_server(ss, threading_, handler):
     HTTPServer, ThreadingHTTPServer = http_server_classes(ss)
-    cls = ThreadingHTTPServer if threading_ else HTTPServer
+    if threading_ == "green":
+        cls = green_server_class(ss, HTTPServer)
+    else:
+        cls = ThreadingHTTPServer if threading_ else HTTPServer
     return counting(cls)((HOST, 0), handler)
 
 
@@ -173,7 +189,8 @@ def fetch(server, method, path, headers=None):
         conn.close()
 
 
-@pytest.mark.parametrize("threading_", [False, True], ids=["HTTPServer", "ThreadingHTTPServer"])
+@pytest.mark.parametrize("threading_", [False, True, "green"],
+                         ids=["HTTPServer", "ThreadingHTTPServer", "GreenHTTPServer"])
 def test_simple_http_get_404_head(ss, docroot, threading_):
     handler = functools.partial(QuietHTTPHandler, directory=docroot)
     server = http_server(ss, threading_, handler)
@@ -235,7 +252,8 @@ def test_simple_http_with_urllib(ss, docroot):
             assert int(resp.headers["Content-Length"]) == len(CONTENT)
 
 
-@pytest.mark.parametrize("threading_", [False, True], ids=["HTTPServer", "ThreadingHTTPServer"])
+@pytest.mark.parametrize("threading_", [False, True, "green"],
+                         ids=["HTTPServer", "ThreadingHTTPServer", "GreenHTTPServer"])
 def test_http11_keep_alive(ss, docroot, threading_):
     handler = functools.partial(QuietHTTP11Handler, directory=docroot)
     server = http_server(ss, threading_, handler)
@@ -340,11 +358,14 @@ def fail(message):
 
 
 @pytest.mark.parametrize(
-    "threading_", [False, True], ids=["SimpleXMLRPCServer", "ThreadingXMLRPCServer"]
+    "threading_", [False, True, "green"],
+    ids=["SimpleXMLRPCServer", "ThreadingXMLRPCServer", "GreenXMLRPCServer"]
 )
 def test_xmlrpc_server(ss, threading_):
     SimpleXMLRPCServer = xmlrpc_server_class(ss)
-    if threading_:
+    if threading_ == "green":
+        cls = green_server_class(ss, SimpleXMLRPCServer)
+    elif threading_:
         bases = (ss.ThreadingMixIn, SimpleXMLRPCServer)
         cls = type("ThreadingXMLRPCServer", bases, {"daemon_threads": True})
     else:
@@ -434,10 +455,13 @@ def wsgi_app(environ, start_response):
     return [out]
 
 
-@pytest.mark.parametrize("threading_", [False, True], ids=["WSGIServer", "ThreadingWSGIServer"])
+@pytest.mark.parametrize("threading_", [False, True, "green"],
+                         ids=["WSGIServer", "ThreadingWSGIServer", "GreenWSGIServer"])
 def test_wsgi_server(ss, threading_):
     WSGIServer = wsgi_server_class(ss)
-    if threading_:
+    if threading_ == "green":
+        WSGIServer = green_server_class(ss, WSGIServer)
+    elif threading_:
         WSGIServer = type(
             "ThreadingWSGIServer", (ss.ThreadingMixIn, WSGIServer), {"daemon_threads": True}
         )
