@@ -28,8 +28,8 @@ SOURCE_DIR = os.path.dirname(PACKAGE_DIR)  # src/ in a checkout
 LAYERS = [
     # leaves: facts, the contract, the Python stream objects, the registry,
     # and helpers that take values and never call back into a server
-    ["_version", "_sockets", "errors", "connections", "_contract", "_settings", "_streams",
-     "tls", "_quiet", "inherit"],
+    ["_version", "_forksafe", "_sockets", "errors", "connections", "_contract", "_settings",
+     "_streams", "tls", "_quiet", "inherit"],
     # the two cores
     ["_core_py", "_core"],
     # the planner and the engine (which core serves, each server's state)

@@ -668,13 +668,42 @@ def child_check(module):
     something fastserver can make safe."""
     if is_stdlib(module):
         return 0
-    from fastserver import pool
+    from fastserver import _quiet, green, pool
 
-    for lock in (_engine._engines_lock, pool._pool_creation_lock):
+    for lock in (_engine._engines_lock, pool._pool_creation_lock, _quiet._counts_lock,
+                 green._executor_lock):
         if not lock.acquire(timeout=1.0):
             return 3
         lock.release()
     return 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
+def test_a_fork_safe_lock_held_by_another_thread_is_free_in_the_child():
+    from fastserver._forksafe import ForkSafeLock
+
+    lock = ForkSafeLock()
+    held, done = threading.Event(), threading.Event()
+
+    def hold():
+        with lock:
+            held.set()
+            done.wait(TIMEOUT)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(TIMEOUT)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if lock.acquire(timeout=1.0) else 3)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        done.set()
+        holder.join(TIMEOUT)
+    assert os.waitstatus_to_exitcode(status) == 0  # free in the child
+    assert lock.acquire(timeout=TIMEOUT)  # and still the parent's lock here
+    lock.release()
 
 
 class Forks:

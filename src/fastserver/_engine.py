@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import _core_py as python_core
 from ._contract import Core
+from ._forksafe import ForkSafeLock
 from ._plan import plan_for
 from .connections import OpenConnections
 
@@ -124,18 +125,8 @@ class ServerEngine:
 
 # Making a server's engine is check-then-act: two threads (a loop starting,
 # a drain()) must not make two, one of which would go unwoken.  Rare, so
-# one lock for all servers; replaced in a forked child, where another
-# thread may have held it at the moment of the fork.
-_engines_lock = threading.Lock()
-
-
-def _after_fork_in_child() -> None:
-    global _engines_lock
-    _engines_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+# one lock for all servers.
+_engines_lock = ForkSafeLock()
 
 
 def _stored_engine(server: Any) -> ServerEngine | None:

@@ -36,11 +36,10 @@ module reads a server's attributes and never calls its methods.
 """
 from __future__ import annotations
 
-import os
 import socket
-import threading
 from typing import Any, NamedTuple
 
+from ._forksafe import ForkSafeLock
 from .errors import LineTooLong
 from .tls import describe_client
 
@@ -127,18 +126,8 @@ def classify(
 
 # Guards every server's counters: handle_error() runs on the handlers'
 # threads, and ``+= 1`` on a dict item is a read and a write.  One lock for
-# all servers: these are rare, and it is held for an addition.  Replaced in
-# a forked child, where another thread may have held it at the fork.
-_counts_lock = threading.Lock()
-
-
-def _after_fork_in_child() -> None:
-    global _counts_lock
-    _counts_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+# all servers: these are rare, and it is held for an addition.
+_counts_lock = ForkSafeLock()
 
 
 def new_counts() -> dict[str, int]:

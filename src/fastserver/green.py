@@ -25,12 +25,12 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from . import _engine
+from ._forksafe import ForkSafeLock
 from .mixins import ThreadingMixIn
 from .servers import TCPServer
 
@@ -141,7 +141,7 @@ def sleep(seconds: float) -> None:
 
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
+_executor_lock = ForkSafeLock()
 
 
 def _blocking_executor() -> concurrent.futures.ThreadPoolExecutor:
@@ -155,9 +155,8 @@ def _blocking_executor() -> concurrent.futures.ThreadPoolExecutor:
 
 def _forget_executor_in_child() -> None:
     # The parent's threads do not exist in a forked child (a prefork worker).
-    global _executor, _executor_lock
+    global _executor
     _executor = None
-    _executor_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):

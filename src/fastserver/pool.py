@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Union, cast
 
 from . import _settings
 from ._contract import Overload
+from ._forksafe import ForkSafeLock
 from .mixins import ThreadingMixIn
 from .servers import BaseServer, TCPServer, UDPServer
 
@@ -80,17 +81,15 @@ class ThreadPoolStatus(NamedTuple):
 # os.getpid() (a system call).
 # ---------------------------------------------------------------------------
 _fork_generation = 0
-# Guards pool creation (a slow path); replaced in a forked child, where a
-# thread of the parent may have held it at the moment of the fork.
-_pool_creation_lock = threading.Lock()
+# Guards pool creation (a slow path).
+_pool_creation_lock = ForkSafeLock()
 # Pools with threads that may still be waiting for work (see _close_at_exit).
 _live_pools: weakref.WeakSet[_WorkerPool] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    global _fork_generation, _pool_creation_lock
+    global _fork_generation
     _fork_generation += 1
-    _pool_creation_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
