@@ -23,6 +23,7 @@ from fastserver import cli
 from fastserver.bench import c_programs, options, run, servers
 
 import util
+import variants
 
 #: The checkout's bench/ (absent when the tests were copied elsewhere to
 #: test an installed wheel): the developers' entry to the same suite.
@@ -358,9 +359,8 @@ def test_free_threading_rows_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("impl", sorted(MODULES))
 def test_green_persistent_echoes_on_threads_and_green_handlers(impl):
-    pytest.importorskip("greenlet", reason="green handlers need greenlet")
-    if impl == "fastserver" and fastserver.CORE_IMPLEMENTATION != "c":
-        pytest.skip("green handlers need the compiled core")
+    if impl == "fastserver":
+        variants.require_green()
     server_class, handler = servers.WORKLOADS["green-persistent"](MODULES[impl])
     if impl == "fastserver":
         from fastserver import green
@@ -387,9 +387,7 @@ def test_green_rows_are_skipped_where_green_handlers_cannot_run(monkeypatch, cap
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc")
 def test_idle_memory_measures_both_servers(tmp_path):
-    pytest.importorskip("greenlet", reason="green handlers need greenlet")
-    if fastserver.CORE_IMPLEMENTATION != "c":
-        pytest.skip("green handlers need the compiled core")
+    variants.require_green()
     out = tmp_path / "idle.json"
     done = subprocess.run([sys.executable, "-m", "fastserver.bench.idle_memory",
                            "--connections", "50", "--json", str(out)],

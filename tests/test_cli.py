@@ -192,9 +192,7 @@ def test_serve_answers_while_a_thousand_clients_idle_or_trickle(site):
     waiting, however many there are: on green handlers each holds a parked
     greenlet, not a thread.  1,000 idle connections and 100 half-sent
     requests, then a GET; the server's threads stay few."""
-    pytest.importorskip("greenlet", reason="green handlers need greenlet")
-    if not variants.core_available("c"):
-        pytest.skip("green handlers need the compiled core")
+    variants.require_green()
     idle_count, trickling_count = 1000, 100
     with running(["serve", "-b", "127.0.0.1", "-d", str(site), "0"], "c-epoll") as command:
         address = command.address()

@@ -416,9 +416,7 @@ def check_green_line_server(transform, example):
     """check_line_server for a green server, where green handlers can run:
     greenlet installed (it does not build on free-threaded CPython) and the
     compiled core in use."""
-    pytest.importorskip("greenlet", reason="green handlers need greenlet")
-    if not variants.core_available("c"):
-        pytest.skip("green handlers need the compiled core")
+    variants.require_green()
     check_line_server(transform, example)
 
 
@@ -427,9 +425,7 @@ def check_green_digest(example):
     on a thread, for a line that first sleeps and for one that does not."""
     import hashlib
 
-    pytest.importorskip("greenlet", reason="green handlers need greenlet")
-    if not variants.core_available("c"):
-        pytest.skip("green handlers need the compiled core")
+    variants.require_green()
     with example.start() as program:
         address = program.address()
         for line in (b"wait a moment\n", b"at once\n"):

@@ -20,6 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler
 
 import pytest
 
+import variants
 from util import HOST, TIMEOUT, background_server, short_tmpdir
 
 # ---------------------------------------------------------------------------
@@ -65,11 +66,9 @@ def green_server_class(ss, cls):
     threading variants put it on ThreadingMixIn."""
     if ss.__name__ == "socketserver":
         pytest.skip("the stdlib has no green handlers")
+    variants.require_green()
     from fastserver import green
 
-    reason = green.green_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
     return type("Green" + cls.__name__, (green.GreenMixIn, cls), {"block_on_close": False})
 
 

@@ -128,6 +128,17 @@ def core_params(ids=None):
             for name in CORES]
 
 
+def require_green():
+    """Skip the test unless green handlers can run on the core this process
+    uses now: fastserver.green's own rule (greenlet installed, the compiled
+    core selected), with its reason."""
+    from fastserver import green
+
+    reason = green.green_unavailable()
+    if reason is not None:
+        _skip(reason)
+
+
 def default_variant():
     """The variant a plain ``import fastserver`` serves on here."""
     return "c-epoll" if core_available("c") else "py"
