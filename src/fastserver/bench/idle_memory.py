@@ -122,7 +122,9 @@ def measure(impl: str, connections: int, tmpdir: str, timeout: float) -> dict[st
             "new_client_ms": new_client_ms, "stop_s": stop_s}
 
 
-def raise_fd_limit(needed: int) -> int:
+def raise_fd_limit() -> int:
+    """The open-file limit, raised to its hard limit (the servers started
+    from here inherit it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -135,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args(argv)
-    limit = raise_fd_limit(args.connections + 100)
+    limit = raise_fd_limit()
     if args.connections + 100 > limit:
         parser.error(f"--connections {args.connections} needs an open-file limit above "
                      f"{args.connections + 100}; this process may have {limit}")
